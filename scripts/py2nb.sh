@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Convert percent-format .py sources (jupytext) to notebooks in nbs/, then clean them with nbdev.
+# Usage: scripts/py2nb.sh path/to/00_models.py [...]   (a development aid; nbs/*.ipynb stay the source of truth)
+set -euo pipefail
+for f in "$@"; do
+  b=$(basename "$f" .py); d="$(dirname "$0")/../nbs"
+  [[ "$f" == *tutorials/* ]] && d="$d/tutorials"
+  jupytext --quiet --to ipynb --update-metadata '{"jupytext":null,"kernelspec":{"display_name":"Python 3","language":"python","name":"python3"}}' -o "$d/$b.ipynb" "$f"
+done
+nbdev_clean >/dev/null
