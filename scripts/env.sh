@@ -12,7 +12,7 @@ PY="${PYTHON:-python3}"
 [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
 stamp="$VENV/.editlab-stamp"
 want="$(cat "$ROOT/settings.ini" "$ROOT/setup.py" "$ROOT/scripts/env.sh" | sha256sum | cut -d' ' -f1)"
-if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ] || ! (cd / && "$VENV/bin/python" -c "import editlab.models" 2>/dev/null); then
   pip_q() { "$VENV/bin/python" -m pip install -q "$@" 2>&1 | grep -v "is ignored: it is neither" || true; }
   "$VENV/bin/python" -c "import torch" 2>/dev/null || pip_q "$TORCH_SPEC"
   pip_q -e "$ROOT[dev]"
