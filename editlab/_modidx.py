@@ -190,4 +190,11 @@ d = { 'settings': { 'branch': 'main',
                                 'editlab.models.prepare_tokenizer': ('models.html#prepare_tokenizer', 'editlab/models.py'),
                                 'editlab.models.register_arch': ('models.html#register_arch', 'editlab/models.py'),
                                 'editlab.models.tiny_model': ('models.html#tiny_model', 'editlab/models.py'),
-                                'editlab.models.tiny_tokenizer': ('models.html#tiny_tokenizer', 'editlab/models.py')}}}
+                                'editlab.models.tiny_tokenizer': ('models.html#tiny_tokenizer', 'editlab/models.py')},
+            'editlab.steering': { 'editlab.steering._reduce': ('steering.html#_reduce', 'editlab/steering.py'),
+                                  'editlab.steering.contrastive_vectors': ('steering.html#contrastive_vectors', 'editlab/steering.py'),
+                                  'editlab.steering.steering': ('steering.html#steering', 'editlab/steering.py')},
+            'editlab.tour': { 'editlab.tour._plot': ('tour.html#_plot', 'editlab/tour.py'),
+                              'editlab.tour._sentiment': ('tour.html#_sentiment', 'editlab/tour.py'),
+                              'editlab.tour.main': ('tour.html#main', 'editlab/tour.py'),
+                              'editlab.tour.run_tour': ('tour.html#run_tour', 'editlab/tour.py')}}}
