@@ -12,6 +12,6 @@ nbdev_export
 git diff --exit-code -- editlab || { echo "nbdev_export changed the library: run nbdev_export and commit"; exit 1; }
 test -z "$(git status --porcelain -- editlab nbs)" || { git status --short -- editlab nbs; echo "untracked exported files: commit them"; exit 1; }
 echo "== nbdev_test (slow cells skipped), timing per notebook"
-nbdev_test --n_workers "${EDITLAB_NB_WORKERS:-2}" --timing
+OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}" nbdev_test --n_workers "${EDITLAB_NB_WORKERS:-2}" --timing
 echo "== pytest"
 python -m pytest tests -q -p no:cacheprovider "$@"
