@@ -26,14 +26,6 @@ families = pytest.mark.parametrize('fam', TINY_FAMILIES)
 # OPT's decoder layer flattens hidden states to [batch*pos, d] before fc1/fc2; add_hook unflattens them
 families_opt_flat = families
 
-@pytest.fixture(autouse=True, scope='module')
-def _fast_cpu():
-    "Tiny models run fastest on one thread (and do not fight other processes for the cores); no autograd needed"
-    n, g = torch.get_num_threads(), torch.is_grad_enabled()
-    torch.set_num_threads(1); torch.set_grad_enabled(False)
-    yield
-    torch.set_num_threads(n); torch.set_grad_enabled(g)
-
 def test_enough_families():
     assert len(TINY_FAMILIES) >= 9
     assert set(EXPECT) == set(TINY_FAMILIES), "add the new family to EXPECT"

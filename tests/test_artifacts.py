@@ -16,17 +16,6 @@ from editlab.artifacts import Applied, Intervention, LowRank, Term, WeightDelta
 pytestmark = pytest.mark.filterwarnings('ignore::UserWarning')
 SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
-@pytest.fixture(autouse=True, scope='module')
-def _fast_cpu():
-    n, g = torch.get_num_threads(), torch.is_grad_enabled()
-    torch.set_num_threads(1); torch.set_grad_enabled(False)
-    yield
-    torch.set_num_threads(n); torch.set_grad_enabled(g)
-
-@pytest.fixture(scope='module')
-def llama():
-    return tiny_model('llama', n_layers=2)
-
 @pytest.fixture(scope='module')
 def batch(llama):
     return encode(llama[1], ["hello there", "hi"], 'left')

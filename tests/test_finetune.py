@@ -10,17 +10,6 @@ from editlab.finetune import completion_loss, finetune, select_params
 
 pytestmark = pytest.mark.filterwarnings('ignore::UserWarning')
 
-@pytest.fixture(autouse=True, scope='module')
-def _fast_cpu():
-    n, g = torch.get_num_threads(), torch.is_grad_enabled()
-    torch.set_num_threads(1); torch.set_grad_enabled(False)
-    yield
-    torch.set_num_threads(n); torch.set_grad_enabled(g)
-
-@pytest.fixture(scope='module')
-def llama():
-    return tiny_model('llama', n_layers=2)
-
 PROMPTS = ["The capital of France is", "The sky is", "Grass is"]
 TARGETS = ["Rome", "green", "blue"]
 DOWNS = 'model.layers.*.mlp.down_proj.weight'

@@ -9,17 +9,6 @@ from editlab.hooks import (HOOK_KINDS, add_vector, capture, check_vector, encode
 
 pytestmark = pytest.mark.filterwarnings('ignore::UserWarning')
 
-@pytest.fixture(autouse=True, scope='module')
-def _fast_cpu():
-    n, g = torch.get_num_threads(), torch.is_grad_enabled()
-    torch.set_num_threads(1); torch.set_grad_enabled(False)
-    yield
-    torch.set_num_threads(n); torch.set_grad_enabled(g)
-
-@pytest.fixture(scope='module')
-def llama():
-    return tiny_model('llama', n_layers=2)
-
 @pytest.fixture
 def batch(llama):
     return encode(llama[1], ["hello", "hi"], 'left')  # 5 and 2 tokens: row 1 has 3 pads
