@@ -254,3 +254,13 @@ def test_no_forward_no_fired_check(llama):
     with intervene(m, {'blocks.*': lambda a, ctx: a}) as fired: pass
     assert set(fired.values()) == {0}
     assert _no_hooks(m)
+
+@pytest.mark.parametrize('fam', ['gpt2', 'llama'])
+def test_prompt_longer_than_context(fam):
+    from editlab.models import tiny_model
+    from editlab.hooks import forward
+    from editlab.evaluate import generate
+    m, tok = tiny_model(fam)
+    n = m.config.max_position_embeddings if hasattr(m.config, 'max_position_embeddings') else m.config.n_positions
+    with pytest.raises(ValueError, match='context holds'): forward(m, torch.zeros(1, n + 1, dtype=torch.long))
+    with pytest.raises(ValueError, match='prompt plus max_new_tokens'): generate(m, tok, ["hello"], max_new_tokens=n)
