@@ -62,7 +62,7 @@ def _corpus_chunks(tok, corpus:str|Path, n_tokens:int, seq_len:int)->list[list[i
 def _sampled_chunks(model, tok, n_tokens:int, seq_len:int, seed:int=0, batch_size:int=8)->list[list[int]]:
     "Text the model samples itself (temperature 1, top-k 50) from its BOS token, when no corpus is given"
     start = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
-    g = torch.Generator().manual_seed(seed); torch.manual_seed(seed)
+    torch.manual_seed(seed)
     out, have = [], 0
     while have < n_tokens:
         ids = torch.full((batch_size, 1), start, dtype=torch.long, device=model_device(model))
