@@ -65,7 +65,8 @@ def test_page(site, nb):
         assert f'<title>{html.escape(plain)}' in page
     names = exported_names(nb)
     if names:   # show_doc output: a heading per exported name, and rendered signatures
-        headed = [n for n in names if re.search(rf'<h[34] id="[^"]*">{re.escape(n)}<a class="anchor-link"', page)]
+        # a `@patch`ed method is headed `Class.name`
+        headed = [n for n in names if re.search(rf'<h[34] id="[^"]*">(?:\w+\.)?{re.escape(n)}<a class="anchor-link"', page)]
         assert set(headed) == set(names), f'{nb.name}: no show_doc for {sorted(set(names) - set(headed))}'
         signed = [n for n in names if re.search(rf'(def|class) {re.escape(n)}\b', text)]
         assert signed, f'{nb.name}: no rendered signature of {names}'
