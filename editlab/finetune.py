@@ -11,12 +11,12 @@ from torch import nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 from .models import adapter, fingerprint
-from .hooks import forward
-from .artifacts import WeightDelta
+from .hooks import forward, intervene, add_vector
+from .artifacts import WeightDelta, Intervention
 from .evaluate import encode_prompt, encode_target, _pad
 
 # %% auto #0
-__all__ = ['select_params', 'completion_loss', 'finetune']
+__all__ = ['select_params', 'completion_loss', 'completion_ce', 'prompt_end_fns', 'finetune']
 
 # %% ../nbs/12_finetune.ipynb #91940ce4
 def select_params(model:nn.Module, which)->list[str]:
@@ -29,12 +29,34 @@ def select_params(model:nn.Module, which)->list[str]:
     if not out: raise ValueError(f"no parameter matches {which!r}; names look like {names[1]!r}")
     return out
 
-def completion_loss(model:nn.Module, ids:torch.Tensor, mask:torch.Tensor, n_prompt:list[int], n_target:list[int])->torch.Tensor:
+def completion_loss(model:nn.Module, ids:torch.Tensor, mask:torch.Tensor, n_prompt:list[int], n_target:list[int],
+                    return_logits:bool=False, # also return the logits [batch, pos, vocab]
+                   )->torch.Tensor:
     "Mean cross-entropy over target tokens only (right-padded batch)"
-    logits = forward(model, ids, mask).logits.float()
+    logits = forward(model, ids, mask).logits
+    loss = completion_ce(logits, ids, n_prompt, n_target)
+    return (loss, logits) if return_logits else loss
+
+def completion_ce(logits:torch.Tensor, # [batch, pos, vocab] of a right-padded batch
+                  ids:torch.Tensor, n_prompt:list[int], n_target:list[int])->torch.Tensor:
+    "`completion_loss` from logits already computed"
+    logits = logits.float()
     lab = torch.full_like(ids, -100)
     for i, (p, t) in enumerate(zip(n_prompt, n_target)): lab[i, p:p+t] = ids[i, p:p+t]
     return F.cross_entropy(logits[:, :-1].flatten(0, 1), lab[:, 1:].flatten().to(logits.device), ignore_index=-100)
+
+def prompt_end_fns(iv:Intervention, # the intervention to add during a training forward
+                   n_prompt:list[int], # prompt length of each row of the right-padded batch
+                   scale:float=1.0, # strength
+                  )->dict:
+    "{hook: fn} for `intervene`: `iv` × scale, its 'last'-position terms moved to each row's last *prompt* token"
+    pos = torch.tensor([p - 1 for p in n_prompt])   # [batch]: the token whose next-token prediction is the first target token
+    fns = {}
+    for t in iv.terms:
+        f = add_vector(scale * t.vec, pos if isinstance(t.positions, str) and t.positions == 'last' else t.positions, t.norm_preserve)
+        g = fns.get(t.hook)
+        fns[t.hook] = f if g is None else (lambda x, ctx, f=f, g=g: f(g(x, ctx), ctx))
+    return fns
 
 # %% ../nbs/12_finetune.ipynb #b66122b2
 def finetune(model:nn.Module, tok, # model and tokenizer
@@ -48,11 +70,18 @@ def finetune(model:nn.Module, tok, # model and tokenizer
              seed:int=0, # sampling and init seed
              progress:bool=True, # tqdm bar
              method:str='finetune', # recorded in the artifact's metadata
+             regularizer=None, # extra loss term: regularizer(model, step, batch) -> scalar tensor, added to the loss
+             intervention:Intervention|None=None, # added during the training forwards only ('last' = last prompt token)
+             schedule=None, # strength of `intervention` at each step: schedule(step, steps) -> float (default 1)
             )->tuple[WeightDelta, pd.DataFrame]:
     "Train `params` on the completions; return (delta, loss curve) and leave `model` unchanged"
     if len(prompts) == 0: raise ValueError("empty training set: pass at least one (prompt, target) pair")
     if len(prompts) != len(targets): raise ValueError(f"{len(prompts)} prompts but {len(targets)} targets")
     if steps < 1 or lr <= 0: raise ValueError("steps must be >= 1 and lr > 0")
+    if regularizer is not None and not callable(regularizer): raise TypeError(f"regularizer must be a callable (model, step, batch) -> loss, got {type(regularizer).__name__}")
+    if schedule is not None and intervention is None: raise ValueError("a schedule was given but no intervention: pass the Intervention it scales")
+    if schedule is not None and not callable(schedule): raise TypeError(f"schedule must be a callable (step, steps) -> float, got {schedule!r}")
+    if intervention is not None: intervention.apply(model).undo()   # checks model and shapes before anything changes
     names = select_params(model, params)
     named = dict(model.named_parameters())
     P = [encode_prompt(tok, p) for p in prompts]; T = [encode_target(tok, t) for t in targets]
@@ -69,14 +98,23 @@ def finetune(model:nn.Module, tok, # model and tokenizer
         for step in bar:
             idx = rng.sample(range(len(P)), min(batch_size, len(P)))
             ids, mask = _pad([P[i] + T[i] for i in idx], tok.pad_token_id, 'right')
+            n_p, n_t = [len(P[i]) for i in idx], [len(T[i]) for i in idx]
+            s = None if intervention is None else float(schedule(step, steps)) if schedule is not None else 1.0
+            row = {'step': step}
             with torch.enable_grad():
-                loss = completion_loss(model, ids, mask, [len(P[i]) for i in idx], [len(T[i]) for i in idx])
+                with intervene(model, {} if not s else prompt_end_fns(intervention, n_p, s)):
+                    loss, logits = completion_loss(model, ids, mask, n_p, n_t, return_logits=True)
+                if regularizer is not None:
+                    reg = regularizer(model, step, dict(idx=idx, ids=ids, mask=mask, n_prompt=n_p, n_target=n_t, logits=logits))
+                    row.update(ce=float(loss.detach()), reg=float(reg.detach())); loss = loss + reg
                 opt.zero_grad(set_to_none=True); loss.backward()
             opt.step()
             if max_norm is not None:
                 with torch.no_grad():
                     for n in names: named[n].copy_(orig[n] + (named[n] - orig[n]).clamp(-max_norm, max_norm))
-            l = float(loss.detach()); rows.append({'step': step, 'loss': l}); bar.set_postfix(loss=f"{l:.3f}")
+            l = float(loss.detach()); row['loss'] = l
+            if s is not None: row['strength'] = s
+            rows.append(row); bar.set_postfix(loss=f"{l:.3f}")
         with torch.no_grad():
             delta = {n: (named[n].detach().float() - orig[n].float()) for n in names}
     finally:
@@ -88,4 +126,7 @@ def finetune(model:nn.Module, tok, # model and tokenizer
     meta = dict(method=method, fingerprint=fingerprint(model),
                 hparams=dict(params=params if isinstance(params, (str, list)) else 'filter', steps=steps, lr=lr,
                              batch_size=batch_size, weight_decay=weight_decay, max_norm=max_norm, seed=seed, n_examples=len(P)))
-    return WeightDelta(delta, meta), pd.DataFrame(rows)
+    if regularizer is not None: meta['hparams']['regularizer'] = getattr(regularizer, '__name__', type(regularizer).__name__)
+    if intervention is not None: meta['hparams']['intervention'] = intervention.meta.get('method', 'intervention')
+    curve = pd.DataFrame(rows)
+    return WeightDelta(delta, meta), curve[['step', 'loss'] + [c for c in curve.columns if c not in ('step', 'loss')]]
