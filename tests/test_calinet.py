@@ -7,14 +7,12 @@ from editlab.hooks import forward, encode, capture, hook_name
 from editlab.evaluate import target_logprobs
 from editlab.tpatcher import PatchSet
 from editlab.calinet import CaliNet, calinet_edit, train_slots, cka_scores, _edit_rows
+from helpers import weights as _weights, same as _same, no_hooks as _no_hooks
 
 A = dict(prompt='the big world is very large and', target_new='hello', target_true='there', case_id=1)
 B = dict(prompt='a cat', target_new='world', target_true='there', case_id=2)
 KW = dict(n_slots=8, steps=60, lr=0.05, prefixes=['one two'], progress=False)
 
-def _weights(m): return {n: p.detach().clone() for n, p in m.named_parameters()}
-def _same(a, b): return all(torch.equal(a[n], b[n]) for n in a)
-def _no_hooks(m): return all(not mod._forward_hooks and not mod._forward_pre_hooks for mod in m.modules())
 
 @pytest.fixture(scope='module')
 def setup(llama):

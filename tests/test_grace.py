@@ -5,13 +5,11 @@ from editlab.hooks import forward, encode, hook_shape, get_activations
 from editlab.evaluate import target_logprobs, generate
 from editlab.artifacts import WeightDelta
 from editlab.grace import Codebook, grace_edit
+from helpers import weights as _weights, same as _same, no_hooks as _no_hooks
 
 LONG = dict(prompt='the big world is very large and', target_new='hello', target_true='there')
 SHORT = dict(prompt='a cat', target_new='world', target_true='there')
 
-def _weights(m): return {n: p.detach().clone() for n, p in m.named_parameters()}
-def _same(a, b): return all(torch.equal(a[n], b[n]) for n in a)
-def _no_hooks(m): return all(not mod._forward_hooks and not mod._forward_pre_hooks for mod in m.modules())
 def _last_logits(m, tok, prompts, side='left'):
     b = encode(tok, prompts, side)
     with torch.no_grad(): z = forward(m, **b).logits

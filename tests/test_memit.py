@@ -3,6 +3,7 @@ import pytest, torch
 from editlab.models import tiny_model, adapter
 from editlab.artifacts import LowRank
 from editlab import memit as M
+from helpers import weights as _weights, same as _same, no_hooks as _no_hooks
 
 P = ['hello there', 'a b c']
 REQS = [dict(prompt='the big world is', subject='big world', target_new='hello', target_true='there'),
@@ -11,9 +12,6 @@ REQS = [dict(prompt='the big world is', subject='big world', target_new='hello',
 @pytest.fixture(scope='module')
 def tiny3(): return tiny_model('llama', n_layers=3)
 
-def _weights(m): return {n: p.detach().clone() for n, p in m.named_parameters()}
-def _same(a, b): return all(torch.equal(a[n], b[n]) for n in a)
-def _no_hooks(m): return all(not mod._forward_hooks and not mod._forward_pre_hooks for mod in m.modules())
 
 def test_memit_leaves_model_and_undoes_bitwise(tiny3):
     m, tok = tiny3

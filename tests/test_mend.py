@@ -5,6 +5,7 @@ from editlab.artifacts import LowRank, WeightDelta
 from editlab.hooks import forward
 from editlab.evaluate import _pad
 from editlab import mend as M
+from helpers import weights as _weights, same as _same
 
 REQS = [dict(prompt='the big world is', subject='big world', target_new='hello there', target_true='green'),
         dict(prompt='a small cat is', subject='small cat', target_new='green', target_true='hello')]
@@ -14,8 +15,6 @@ TRAIN = [dict(r, paraphrases=[p], neighborhood=['hello world'], neighborhood_tru
 @pytest.fixture(scope='module')
 def tiny3(): return tiny_model('llama', n_layers=3)
 
-def _weights(m): return {n: p.detach().clone() for n, p in m.named_parameters()}
-def _same(a, b): return all(torch.equal(a[n], b[n]) for n in a)
 def _clean(m): return all(not mod._forward_hooks and not mod._forward_pre_hooks for mod in m.modules()) and \
                       all(not p.requires_grad or p.grad is None for p in m.parameters())
 

@@ -4,6 +4,7 @@ import pytest, torch
 from editlab.models import tiny_model, adapter
 from editlab.hooks import forward
 from editlab import rome as R
+from helpers import weights as _weights, same as _same, no_hooks as _no_hooks
 
 PREFIXES = ['hello there', 'a b c', 'big world']
 REC = dict(prompt='the big world is', subject='big world', target_new='hello', target_true='there')
@@ -16,9 +17,6 @@ def stats(llama, tmp_path_factory):
     import os; os.environ['EDITLAB_CACHE'] = str(tmp_path_factory.mktemp('cache'))
     return R.layer_stats(m, tok, 0, corpus, n_tokens=1500, seq_len=64, progress=False)
 
-def _weights(m): return {n: p.detach().clone() for n, p in m.named_parameters()}
-def _same(a, b): return all(torch.equal(a[n], b[n]) for n in a)
-def _no_hooks(m): return all(not mod._forward_hooks and not mod._forward_pre_hooks for mod in m.modules())
 
 def test_update_maps_key_to_value(llama, stats):
     "W' k* = v* with v* = W k* + delta, for the averaged key the update was built from"

@@ -4,14 +4,12 @@ from editlab.models import tiny_model, adapter
 from editlab.hooks import forward, encode
 from editlab.evaluate import encode_prompt, edit_scores, generate
 from editlab.serac import ScopeClassifier, SeracModel, train_scope, edit_statement, best_edit, route_metrics, pool_prefixes
+from helpers import weights as _weights, same as _same, no_hooks as _no_hooks
 
 A = dict(prompt='the big world is very large and', target_new='hello', target_true='there')
 B = dict(prompt='a cat sat on', target_new='mat', target_true='dog')
 OTHER = 'zz qq ww ee rr'
 
-def _weights(m): return {n: p.detach().clone() for n, p in m.named_parameters()}
-def _same(a, b): return all(torch.equal(a[n], b[n]) for n in a)
-def _no_hooks(m): return all(not mod._forward_hooks and not mod._forward_pre_hooks for mod in m.modules())
 
 def _serac(m, tok, threshold=0.9999):
     "An untrained classifier with a threshold so high that only a prefix equal to an edit's prompt is in scope"

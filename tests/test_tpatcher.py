@@ -5,14 +5,12 @@ from editlab.models import tiny_model, fingerprint
 from editlab.hooks import forward, encode
 from editlab.evaluate import target_logprobs
 from editlab.tpatcher import PatchSet, tpatch_edit, train_patch, memory_inputs, wikitext_sentences
+from helpers import weights as _weights, same as _same, no_hooks as _no_hooks
 
 A = dict(prompt='the big world is very large and', target_new='hello', target_true='there')
 B = dict(prompt='a cat', target_new='world', target_true='there')
 KW = dict(steps=100, lr=0.1, progress=False)
 
-def _weights(m): return {n: p.detach().clone() for n, p in m.named_parameters()}
-def _same(a, b): return all(torch.equal(a[n], b[n]) for n in a)
-def _no_hooks(m): return all(not mod._forward_hooks and not mod._forward_pre_hooks for mod in m.modules())
 
 @pytest.fixture(scope='module')
 def setup(llama):
