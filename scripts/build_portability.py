@@ -85,7 +85,7 @@ paint = [('the Mona Lisa', 'La Gioconda', 'Leonardo da Vinci', 'Vincent van Gogh
          ('The Last Supper', 'Il Cenacolo', 'Leonardo da Vinci', 'Claude Monet', 'Italy', 'France', 'Water Lilies'),
          ('The Scream', 'Skrik', 'Edvard Munch', 'Pablo Picasso', 'Norway', 'Spain', 'Guernica')]
 for W, WA, a, a2, ca, ca2, W2 in paint:
-    add('painted_by', W, f"{W[0].upper()+W[1:]} was painted by", a, a2, f"The artist who painted {W} is",
+    add('painted_by', W.removeprefix('the '), f"{W[0].upper()+W[1:]} was painted by", a, a2, f"The artist who painted {W} is",
         (f"The painter of {W} was born in the country of", ca2, ca), (f"{WA} was painted by", a2, a), (f"The most famous painting by {a2} is", W, W2))
 # athletes: (name, alias, sport, new sport, equipment old/new, famous player of the new sport)
 ath = [('Lionel Messi', 'Leo Messi', 'soccer', 'basketball', 'field', 'court', 'Michael Jordan'),
