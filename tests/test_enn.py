@@ -6,10 +6,8 @@ from editlab.evaluate import _pad
 from editlab.artifacts import WeightDelta
 from editlab import enn as E
 from editlab.mend import _target_nll, _frozen
-from helpers import weights as _weights, same as _same, no_hooks
+from helpers import weights as _weights, same as _same, no_hooks, REQS, BAD_EDIT_REQUESTS
 
-REQS = [dict(prompt='the big world is', subject='big world', target_new='hello there', target_true='green'),
-        dict(prompt='a small cat is', subject='small cat', target_new='green', target_true='hello')]
 TRAIN = [dict(r, neighborhood=['hello world'], neighborhood_true=['again']) for r in REQS]
 TEXT = 'The quick brown fox jumps over the lazy dog while the big world turns. ' * 40
 
@@ -139,13 +137,7 @@ def test_state_round_trip_and_wrong_model(tiny3, tmp_path):
     WeightDelta({'x': torch.zeros(2)}, dict(method='ROME')).save(tmp_path/'rome.safetensors')
     with pytest.raises(ValueError, match='not an ENN state'): E.ENNState.load(tmp_path/'rome.safetensors')
 
-@pytest.mark.parametrize('recs, err', [
-    ([], 'no edit requests'),
-    ([dict(prompt='the big world is')], "record 0 has no 'target_new'"),
-    ([REQS[0], dict(REQS[1], target_new=' ')], 'record 1: target_new'),
-    ([REQS[0], dict(REQS[0], target_new='blue')], 'records 0 and 1 contradict'),
-    ([dict(REQS[0], target_new='green', target_true='green')], 'nothing to edit'),
-])
+@pytest.mark.parametrize('recs, err', BAD_EDIT_REQUESTS)
 def test_bad_edit_requests(tiny3, recs, err):
     m, tok = tiny3
     before = _weights(m)

@@ -5,10 +5,8 @@ from editlab.artifacts import LowRank, WeightDelta
 from editlab.hooks import forward
 from editlab.evaluate import _pad
 from editlab import mend as M
-from helpers import weights as _weights, same as _same
+from helpers import weights as _weights, same as _same, REQS, BAD_EDIT_REQUESTS
 
-REQS = [dict(prompt='the big world is', subject='big world', target_new='hello there', target_true='green'),
-        dict(prompt='a small cat is', subject='small cat', target_new='green', target_true='hello')]
 TRAIN = [dict(r, paraphrases=[p], neighborhood=['hello world'], neighborhood_true=['again'])
          for r, p in zip(REQS, ['so the big world is', 'one small cat is'])]
 
@@ -104,13 +102,7 @@ def test_save_load_and_wrong_model(tiny3, tmp_path):
     WeightDelta.save(M.mend_edit(m, tok, REQS, ed), tmp_path/'delta.safetensors')
     with pytest.raises(ValueError, match='does not hold a MEND editor'): M.load_editor(tmp_path/'delta.safetensors', m)
 
-@pytest.mark.parametrize('recs, err', [
-    ([], 'no edit requests'),
-    ([dict(prompt='the big world is')], "record 0 has no 'target_new'"),
-    ([REQS[0], dict(REQS[1], target_new=' ')], 'record 1: target_new'),
-    ([REQS[0], dict(REQS[0], target_new='blue')], 'records 0 and 1 contradict'),
-    ([dict(REQS[0], target_new='green', target_true='green')], 'nothing to edit'),
-])
+@pytest.mark.parametrize('recs, err', BAD_EDIT_REQUESTS)
 def test_bad_edit_requests(tiny3, recs, err):
     m, tok = tiny3
     ed = M.MendEditor(m); before = _weights(m)
