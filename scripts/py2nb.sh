@@ -5,6 +5,8 @@ set -euo pipefail
 for f in "$@"; do
   b=$(basename "$f" .py); d="$(dirname "$0")/../nbs"
   [[ "$f" == *tutorials/* ]] && d="$d/tutorials"
-  jupytext --quiet --to ipynb --update-metadata '{"jupytext":null,"kernelspec":{"display_name":"Python 3","language":"python","name":"python3"}}' -o "$d/$b.ipynb" "$f"
+  # --update keeps an existing notebook's cell ids (and so the exported modules' cell markers) where the cells are unchanged
+  upd=(); [[ -f "$d/$b.ipynb" ]] && upd=(--update)
+  jupytext --quiet "${upd[@]}" --to ipynb --update-metadata '{"jupytext":null,"kernelspec":{"display_name":"Python 3","language":"python","name":"python3"}}' -o "$d/$b.ipynb" "$f"
 done
 nbdev_clean >/dev/null
