@@ -76,9 +76,11 @@ def compare_editors(model:nn.Module, tok, # model and tokenizer
                     progress:bool=True, # tqdm bars
                     save:str|Path|None=None, # CSV: written again after each finished (method, record); a rerun skips what it holds
                     token_acc:bool=False, # also the zsRE protocol's token accuracies (`es_tok`, `ps_tok`, `ns_tok`)
+                    on_error:str='raise', # an editor that raises ValueError on a record: 'raise', or 'unedited' (the record is scored unedited, message in `error`)
                    )->pd.DataFrame:
     "Per-record scores of every editor (and the unedited model), with the cost of each edit: one row per (method, record)"
     if len(records) == 0: raise ValueError("no records to compare on")
+    if on_error not in ('raise', 'unedited'): raise ValueError(f"on_error must be 'raise' or 'unedited', got {on_error!r}")
     unknown = set(batch) - set(editors)
     if unknown: raise KeyError(f"batch names {sorted(unknown)} are not editors; editors are {sorted(editors)}")
     prev = pd.read_csv(save) if save is not None and Path(save).exists() else pd.DataFrame(columns=['method', 'rec'])
@@ -101,7 +103,10 @@ def compare_editors(model:nn.Module, tok, # model and tokenizer
             keep(df.assign(method=name, seconds=dt / len(records), rec=range(len(records)), peak_mb=mb,
                            n_params=c['n_params'] / len(records), weights_changed=c['weights_changed']).iloc[miss]); continue
         for i in tqdm(miss, desc=name, disable=not progress):
-            d, dt, mb = measured_call(fn, model, tok, records[i])
+            try: d, dt, mb = measured_call(fn, model, tok, records[i])
+            except ValueError as e:       # a refused edit (the editors check before they change anything): no change at all
+                if on_error == 'raise': raise
+                keep(_score(model, tok, [records[i]], gen_tokens, token_acc).assign(method=name, rec=i, error=str(e)[:300])); continue
             with _applied(d, model) as em:
                 keep(_score(em, tok, [records[i]], gen_tokens, token_acc).assign(method=name, seconds=dt, rec=i, peak_mb=mb, **artifact_cost(d, model)))
     order = {m: j for j, m in enumerate(['unedited', *editors])}

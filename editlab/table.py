@@ -44,6 +44,7 @@ def run_table_study(model:nn.Module, tok, # model and tokenizer
                     hp:dict|None=None, # {method: hyper-parameters} overriding the registry's defaults
                     token_acc:bool=False, # add the zsRE token accuracies
                     progress:bool=True, # tqdm bars
+                    on_error:str='unedited', # a record a method refuses: scored unedited with its message in `error` ('raise' stops)
                    )->pd.DataFrame:
     "Per-record scores of every method on `records`, preparing one editor at a time (a method already in `save` is skipped)"
     hp = hp or {}
@@ -54,7 +55,7 @@ def run_table_study(model:nn.Module, tok, # model and tokenizer
         if _have(save, name, len(records)): continue
         fn = make_editor(name, model, tok, **hp.get(name, {}))
         df = compare_editors(model, tok, records, {name: fn}, batch=(name,) if EDIT_METHODS[name].batch else (), save=save,
-                             token_acc=token_acc, progress=progress)
+                             token_acc=token_acc, progress=progress, on_error=on_error)
     if save is not None:
         order = {m: i for i, m in enumerate(['unedited', *methods])}
         df = pd.read_csv(save)
