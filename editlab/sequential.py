@@ -51,17 +51,22 @@ class _Checkpoint:
         state.update(files=files, cls=f"{cls.__module__}:{cls.__qualname__}", done=done, secs=secs,
                      ppl0=None if ppl0 is None or (isinstance(ppl0, float) and math.isnan(ppl0)) else ppl0, rows=rows)
         tmp = self.dir/'state.json.tmp'; tmp.write_text(json.dumps(state, default=float)); tmp.replace(self.dir/'state.json')
-    def artifacts(self, state):
+    def artifacts(self, state, model, tok):
+        "The saved artifacts, in order (a saved model wrapper is loaded around `model`)"
         mod, name = state['cls'].split(':')
         if not mod.startswith('editlab.'): raise ValueError(f"checkpoint artifact class {state['cls']} is not an editlab artifact")
         cls = getattr(importlib.import_module(mod), name)
-        return [cls.load(self.dir/f) for f in state['files']]
+        return [cls.load(self.dir/f, model, tok) if issubclass(cls, nn.Module) else cls.load(self.dir/f) for f in state['files']]
+
+def _added(arts:list)->int:
+    "Numbers stored by artifacts that add parameters (a `WeightDelta` changes weights instead: not counted)"
+    return sum(int(getattr(a, 'n_params', 0) or 0) for a in arts if not isinstance(a, WeightDelta))
 
 def sequential_study(model:nn.Module, tok, # model and tokenizer
                      records:list[dict], # edit records, applied in this order
-                     editor, # fn(model, tok, records, prev) -> Artifact (see above)
+                     editor, # fn(model, tok, records, prev) -> Artifact, or a model wrapping `model` (see above)
                      stages=(1, 10, 100, 500), # measure after this many edits (capped at len(records))
-                     incremental:bool=True, # True: each artifact is a new delta kept applied; False: each replaces the last
+                     incremental:bool=True, # True: each artifact is a new delta kept applied; False: each replaces the last (wrappers: False)
                      batch:int=1, # records per editor call
                      ppl_text:str|None=None, # text for the perplexity probe (None: skip)
                      ppl_tokens:int=2048, # tokens of `ppl_text` scored
@@ -81,37 +86,38 @@ def sequential_study(model:nn.Module, tok, # model and tokenizer
     stages = sorted({min(int(s), len(records)) for s in stages if int(s) >= 1})
     if not stages: raise ValueError(f"stages must hold at least one count >= 1, got {stages}")
     params, canon = dict(model.named_parameters()), _canonical_names(model)
-    before, handles, rows = {}, [], []
-    art, secs, done = None, 0.0, 0
+    before, handles, rows, kept = {}, [], [], []
+    art, secs, done, cur = None, 0.0, 0, [model]   # cur[0]: the model scored (the base, or the editor's wrapper around it)
     ck = _Checkpoint(checkpoint, records, stages, incremental, batch) if checkpoint is not None else None
     state = ck.read() if ck is not None else None
     ppl0 = (np.nan if state['ppl0'] is None else state['ppl0']) if state else perplexity(model, tok, ppl_text, max_tokens=ppl_tokens) if ppl_text else np.nan
     def keep(out):   # apply an editor's artifact (recording the weights it will change first)
+        if isinstance(out, nn.Module): cur[0] = out; return   # a wrapper holds every edit so far: it is the edited model
         if incremental:
             if isinstance(out, WeightDelta):
                 for n in out.deltas:
                     c = canon.get(n)
                     if c is not None and c not in before: before[c] = params[c].detach().clone()
-            handles.append(out.apply(model, strict=state is None))
+            handles.append(out.apply(model, strict=state is None)); kept.append(out)
         else:
             if handles: handles.pop().undo()
             handles.append(out.apply(model))
     def measure(n):
-        df = edit_scores(model, tok, records[:n], generated=generated)
-        ppl = perplexity(model, tok, ppl_text, max_tokens=ppl_tokens) if ppl_text else np.nan
+        df = edit_scores(cur[0], tok, records[:n], generated=generated)
+        ppl = perplexity(cur[0], tok, ppl_text, max_tokens=ppl_tokens) if ppl_text else np.nan
         es_first = float(df.es.iloc[:first].mean())
         row = dict(edits=n, **{k: float(df[k].mean()) for k in ('es', 'ps', 'ns', 'es_gen', 'ps_gen') if k in df},
                    es_first=es_first, es_last=float(df.es.iloc[-1]), ppl=ppl,
                    collapsed=bool(es_first < 0.5 or (ppl_text is not None and ppl > collapse_ppl * ppl0)),
                    dW=_weight_shift(model, before) if before else 0.0,
-                   params_added=int(art.n_params) if (art is not None and not incremental and hasattr(art, 'n_params')) else 0,
+                   params_added=_added(kept if incremental else [art] if art is not None else []),
                    s_per_edit=secs / n, peak_rss_mb=_peak_rss_mb())
         rows.append(row)
         if on_stage is not None: on_stage(pd.DataFrame(rows))
         return row['collapsed']
     try:
         if state:   # resume: re-apply what the earlier run had applied, in the same order
-            for a in ck.artifacts(state): keep(a); art = a
+            for a in ck.artifacts(state, model, tok): keep(a); art = a
             secs, done, rows[:] = state['secs'], state['done'], state['rows']
             if rows and rows[-1]['collapsed'] and stop_collapsed: done = stages[-1]
         bar = tqdm(total=stages[-1], initial=min(done, stages[-1]), desc='sequential edits', disable=not progress)
@@ -120,8 +126,14 @@ def sequential_study(model:nn.Module, tok, # model and tokenizer
             new = records[done:min(done + batch, nxt)]
             t = time.perf_counter()
             out = editor(model, tok, new if batch > 1 else new[0], None if incremental else art)
-            if not isinstance(out, Artifact):
-                raise TypeError(f"the editor returned {type(out).__name__}; it must return an Artifact (WeightDelta, Codebook, ...)")
+            if isinstance(out, nn.Module) and incremental:
+                raise TypeError(f"the editor returned a model ({type(out).__name__}), which holds every edit so far: pass incremental=False")
+            if isinstance(out, nn.Module) and getattr(out, 'base', None) is not model:
+                raise ValueError(f"the editor returned a model ({type(out).__name__}) that does not wrap the model under study "
+                                 "(its `base` must be the `model` passed here)")
+            if not isinstance(out, (Artifact, nn.Module)):
+                raise TypeError(f"the editor returned {type(out).__name__}; it must return an Artifact (WeightDelta, Codebook, ...) "
+                                "or a model wrapping the base model (SeracModel)")
             keep(out); art = out
             secs += time.perf_counter() - t
             done += len(new); bar.update(len(new))

@@ -202,6 +202,10 @@ class SeracModel(nn.Module):
             if name.startswith('_'): raise
             return getattr(self._modules['base'], name)
     def __len__(self): return len(self.edits)
+    @property
+    def n_params(self)->int:
+        "Numbers the edit memory stores: one key of `classifier.dim` per edit (the statements are kept as text)"
+        return self.keys.numel()
     def __repr__(self): return f"SeracModel({len(self)} edits, {self.classifier!r})"
     def table(self)->pd.DataFrame:
         "One row per edit in memory: case_id, prompt, target_new, statement"
