@@ -4,19 +4,18 @@
 
 # %% ../nbs/46_ke.ipynb #8f5a70ae
 from __future__ import annotations
-import json, time
+import time
 from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 from .models import adapter, fingerprint, cache_dir
 from .hooks import forward
 from .artifacts import WeightDelta
 from .evaluate import _pad
 from .mend import (mend_targets, edit_grads, check_edit_batch, low_rank_hooks, plot_mend_curve, MendEditor, train_editor_loop, save_editor_net, load_editor_net, factors_delta,
-                          _seqs, _target_nll, _frozen, _kl, _first, _loc_seq, _answer_mask, _cache_key)
+                          _seqs, _target_nll, _kl, _first, _loc_seq, _answer_mask, _cache_key)
 
 # %% auto #0
 __all__ = ['edit_pass', 'KEHead', 'KnowledgeEditor', 'load_ke', 'ke_edit', 'ke_step', 'train_ke']
