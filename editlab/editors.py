@@ -163,6 +163,10 @@ def _mend(model, tok, train, n_train, steps, batch_size, c_edit, c_loc, seed):
                        c_loc=c_loc, seed=seed, progress=False)   # read from the cache when this editor was trained before
     return lambda m, t, r: mend_edit(m, t, r, ed)
 
+edit_method('MEND (400 steps)', 'meta-learning',
+            doc="MEND with the editor trained 400 steps instead of 150 (45_mend's full-length run; cached)",
+            train=None, n_train=1800, steps=400, batch_size=4, c_edit=0.1, c_loc=1.0, seed=0)(_mend)
+
 @edit_method('SERAC', 'knowledge cache', doc="edit memory + scope classifier + the base model prompted with the edit; returns a wrapped model (38_serac)",
              train=None, n_train=2000, layer=3)
 def _serac(model, tok, train, n_train, layer):
