@@ -145,13 +145,17 @@ def _tpatcher(model, tok, layer, n_memory, steps, lr):
 
 @edit_method('CaliNET', 'added parameters', batch=True,
              doc="calibration slots at the last FFN trained on all records at once, with T-Patcher's memory loss (37_calinet)",
-             n_slots=64, steps=100, lr=0.01, mlc=1.0, alc=1.0, n_memory=32)
-def _calinet(model, tok, n_slots, steps, lr, mlc, alc, n_memory):
+             n_slots=64, steps=100, lr=0.01, mlc=1.0, alc=1.0, n_memory=32, act='gelu')
+def _calinet(model, tok, n_slots, steps, lr, mlc, alc, n_memory, act):
     from editlab.calinet import calinet_edit
     from editlab.tpatcher import memory_inputs, wikitext_sentences
     mem = memory_inputs(model, tok, wikitext_sentences(n_memory), -1) if mlc > 0 else None
     kw = dict(mlc=mlc, alc=alc, key_init='edit', memory=mem) if mlc > 0 else {}
-    return lambda m, t, rs: calinet_edit(m, t, rs, n_slots=n_slots, steps=steps, lr=lr, progress=False, **kw)
+    return lambda m, t, rs: calinet_edit(m, t, rs, n_slots=n_slots, steps=steps, lr=lr, act=act, progress=False, **kw)
+
+edit_method('CaliNET (ReLU)', 'added parameters', batch=True,
+            doc="CaliNET with ReLU slots, whose off state adds nothing (the sequential study's setting, 39_sequential)",
+            n_slots=64, steps=100, lr=0.01, mlc=1.0, alc=1.0, n_memory=32, act='relu')(_calinet)
 
 @edit_method('MEND', 'meta-learning', doc="editor networks map the edit's rank-one gradients to a low-rank update; trained once, cached (45_mend)",
              train=None, n_train=1800, steps=150, batch_size=4, c_edit=0.1, c_loc=1.0, seed=0)
