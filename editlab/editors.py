@@ -155,7 +155,7 @@ def _calinet(model, tok, n_slots, steps, lr, mlc, alc, n_memory, act):
 
 edit_method('CaliNET (ReLU)', 'added parameters', batch=True,
             doc="CaliNET with ReLU slots, whose off state adds nothing (the sequential study's setting, 39_sequential)",
-            n_slots=64, steps=100, lr=0.01, mlc=1.0, alc=1.0, n_memory=32, act='relu')(_calinet)
+            **{**EDIT_METHODS['CaliNET'].defaults, 'act': 'relu'})(_calinet)
 
 @edit_method('MEND', 'meta-learning', doc="editor networks map the edit's rank-one gradients to a low-rank update; trained once, cached (45_mend)",
              train=None, n_train=1800, steps=150, batch_size=4, c_edit=0.1, c_loc=1.0, seed=0)
@@ -169,7 +169,7 @@ def _mend(model, tok, train, n_train, steps, batch_size, c_edit, c_loc, seed):
 
 edit_method('MEND (400 steps)', 'meta-learning',
             doc="MEND with the editor trained 400 steps instead of 150 (45_mend's full-length run; cached)",
-            train=None, n_train=1800, steps=400, batch_size=4, c_edit=0.1, c_loc=1.0, seed=0)(_mend)
+            **{**EDIT_METHODS['MEND'].defaults, 'steps': 400})(_mend)
 
 @edit_method('SERAC', 'knowledge cache', doc="edit memory + scope classifier + the base model prompted with the edit; returns a wrapped model (38_serac)",
              train=None, n_train=2000, layer=3)

@@ -13,6 +13,7 @@ from torch import nn
 from tqdm.auto import tqdm
 from .artifacts import Artifact, WeightDelta, _canonical_names
 from .evaluate import edit_scores, perplexity
+from .compare import artifact_cost
 
 # %% auto #0
 __all__ = ['sequential_study', 'plot_sequential']
@@ -58,9 +59,9 @@ class _Checkpoint:
         cls = getattr(importlib.import_module(mod), name)
         return [cls.load(self.dir/f, model, tok) if issubclass(cls, nn.Module) else cls.load(self.dir/f) for f in state['files']]
 
-def _added(arts:list)->int:
-    "Numbers stored by artifacts that add parameters (a `WeightDelta` changes weights instead: not counted)"
-    return sum(int(getattr(a, 'n_params', 0) or 0) for a in arts if not isinstance(a, WeightDelta))
+def _added(arts:list, model)->int|float:
+    "Numbers stored by artifacts that add parameters (`artifact_cost`; a `WeightDelta` changes weights instead: not counted)"
+    return sum(artifact_cost(a, model)['n_params'] for a in arts if not isinstance(a, WeightDelta))
 
 def sequential_study(model:nn.Module, tok, # model and tokenizer
                      records:list[dict], # edit records, applied in this order
@@ -110,7 +111,7 @@ def sequential_study(model:nn.Module, tok, # model and tokenizer
                    es_first=es_first, es_last=float(df.es.iloc[-1]), ppl=ppl,
                    collapsed=bool(es_first < 0.5 or (ppl_text is not None and ppl > collapse_ppl * ppl0)),
                    dW=_weight_shift(model, before) if before else 0.0,
-                   params_added=_added(kept if incremental else [art] if art is not None else []),
+                   params_added=_added(kept if incremental else [art] if art is not None else [], model),
                    s_per_edit=secs / n, peak_rss_mb=_peak_rss_mb())
         rows.append(row)
         if on_stage is not None: on_stage(pd.DataFrame(rows))
