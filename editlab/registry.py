@@ -4,14 +4,17 @@
 
 # %% ../nbs/05_registry.ipynb #96fc558f
 from __future__ import annotations
-import difflib, importlib, inspect, pkgutil
+import difflib, importlib, inspect, pkgutil, re, sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 import pandas as pd
+from .models import adapter
+from .data import data_dir
 
 # %% auto #0
-__all__ = ['FAMILIES', 'REGISTRY', 'Method', 'register', 'load_methods', 'get_method', 'methods']
+__all__ = ['FAMILIES', 'REGISTRY', 'Method', 'register', 'load_methods', 'get_method', 'family_methods', 'methods', 'frac_layer',
+           'default_file']
 
 # %% ../nbs/05_registry.ipynb #2c0cdbf3
 FAMILIES = ('editing', 'steering', 'merging')
@@ -26,12 +29,13 @@ class Method:
     fn:Callable # the decorated function (for editors the factory `(model, tok, **hp) -> editor`)
     defaults:dict=field(default_factory=dict) # default hyper-parameters
     extra:dict=field(default_factory=dict) # further keywords given to `register` (`batch`, `approach`, ...)
+    seq:int=0 # registration order (rows of `methods` follow the notebooks' order, then this)
     @property
     def module(self)->str: return self.fn.__module__
     @property
     def doc(self)->str:
-        "The first line of the function's docstring"
-        d = inspect.getdoc(self.fn) or ''
+        "`doc=` given to `register`, else the first line of the function's docstring"
+        d = self.extra.get('doc') or inspect.getdoc(self.fn) or ''
         return d.splitlines()[0] if d else ''
     def __getattr__(self, k):
         "Extra keywords read as attributes: `m.batch`"
@@ -53,7 +57,7 @@ def register(name:str, # the registry name (what `get_method` and `editors.edit`
              produces:str, # the artifact kind the method returns: 'WeightDelta', 'Intervention', 'Codebook', ...
              paper:str, # the paper it implements
              defaults:dict|None=None, # default hyper-parameters; None: the function's keyword defaults
-             **extra): # further facts about the method, readable as attributes (`batch=True`, `approach=...`)
+             **extra): # further facts about the method, readable as attributes (`batch=True`, `approach=...`; `doc=` replaces the docstring's first line)
     "Decorator: record the decorated function in the registry under `name` and return it unchanged"
     if not isinstance(name, str) or not name.strip(): raise ValueError(f"register: name must be a non-empty string, got {name!r}")
     if family not in FAMILIES:
@@ -68,12 +72,19 @@ def register(name:str, # the registry name (what `get_method` and `editors.edit`
         if old is not None and old.module != f.__module__ and '__main__' not in (old.module, f.__module__):
             raise ValueError(f"method name {name!r} is already registered by {old.module}; choose another name for {f.__module__}.{f.__qualname__}")
         d = dict(_signature_defaults(f) if defaults is None else defaults)
-        REGISTRY[name] = Method(name, family, produces, paper, f, d, dict(extra))
+        REGISTRY[name] = Method(name, family, produces, paper, f, d, dict(extra), len(REGISTRY) if old is None else old.seq)
         return f
     return deco
 
 # %% ../nbs/05_registry.ipynb #cf1baa48
 _LOADED = False
+_re_src = re.compile(r'File to edit: \.\./nbs/(\S+?)\.ipynb')
+
+def _notebook(module:str)->str:
+    "The notebook a module is exported from ('' when unknown): sorting by it puts methods in the notebooks' order"
+    f = getattr(sys.modules.get(module), '__file__', None)
+    m = _re_src.search(Path(f).read_text(encoding='utf-8')[:600]) if f else None
+    return m.group(1) if m else ''
 
 def load_methods(force:bool=False # import again even when done before
                 )->list[str]:
@@ -84,7 +95,10 @@ def load_methods(force:bool=False # import again even when done before
     for info in pkgutil.iter_modules([str(here)]):
         if info.name in ('registry', '_modidx') or info.ispkg: continue
         src = (here/f'{info.name}.py').read_text(encoding='utf-8')
-        if 'from .registry import' in src or 'from editlab.registry import' in src: mods.append(f'editlab.{info.name}')
+        if 'from .registry import' in src or 'from editlab.registry import' in src:
+            nb = _re_src.search(src[:600])
+            mods.append((nb.group(1) if nb else '', f'editlab.{info.name}'))
+    mods = [m for _, m in sorted(mods)]   # the notebooks' order
     if force or not _LOADED:
         for m in mods: importlib.import_module(m)
         _LOADED = True
@@ -108,14 +122,36 @@ def get_method(name:str, # a registered name
         raise KeyError(f"{name!r} is a {m.family} method, not {family}; methods({family!r}) lists the {family} methods")
     return m
 
+def family_methods(family:str, # 'editing', 'steering' or 'merging'
+                   load:bool=True)->dict[str, Method]:
+    "{name: entry} of one family, in the order of `methods`"
+    return {n: REGISTRY[n] for n in methods(family, load=load).index}
+
 def methods(family:str|None=None, # 'editing', 'steering' or 'merging'; None: all
             load:bool=True, # import the method modules first (`load_methods`)
            )->pd.DataFrame:
     "Every registered method: name, family, what it produces, paper, module, defaults and the first line of its doc"
     if family is not None and family not in FAMILIES: raise ValueError(f"family must be one of {FAMILIES}, got {family!r}")
     if load: load_methods()
+    ms = sorted((m for m in REGISTRY.values() if family is None or m.family == family),
+                key=lambda m: (FAMILIES.index(m.family), _notebook(m.module), m.seq))
     rows = [dict(name=m.name, family=m.family, produces=m.produces, paper=m.paper, module=m.module, defaults=m.defaults, doc=m.doc)
-            for m in REGISTRY.values() if family is None or m.family == family]
-    df = pd.DataFrame(rows, columns=['name', 'family', 'produces', 'paper', 'module', 'defaults', 'doc'])
-    df['_f'] = df.family.map(FAMILIES.index)
-    return df.sort_values('_f', kind='stable').drop(columns='_f').set_index('name')
+            for m in ms]
+    return pd.DataFrame(rows, columns=['name', 'family', 'produces', 'paper', 'module', 'defaults', 'doc']).set_index('name')
+
+# %% ../nbs/05_registry.ipynb #30234b5c
+def frac_layer(model, # the model the method runs on
+               layer:int, # a layer of a model with `of` layers
+               of:int=30, # the layer count the default was chosen on (the embedded model: 30)
+              )->int:
+    "`layer` of an `of`-layer model mapped to the same relative depth of `model`"
+    n = adapter(model).n_layers
+    return layer if n == of else min(n - 1, round(layer * (n - 1) / (of - 1)))
+
+def default_file(given:str|Path|None, # a file the caller gave, or None
+                 name:str, # the default, relative to the shared data folder
+                )->Path:
+    "`given` as a path, else the shared data's `name`"
+    if given is not None: return Path(given)
+    if data_dir() is None: raise FileNotFoundError(f"no shared data folder for the default file {name}: pass the file or set $EDITLAB_DATA")
+    return data_dir()/name
