@@ -4,7 +4,7 @@
 
 # %% ../nbs/02_artifacts.ipynb #f6e90086
 from __future__ import annotations
-import json, math, numbers
+import json, math, numbers, warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import NamedTuple
@@ -83,15 +83,39 @@ class Artifact:
 
     @classmethod
     def load(cls, path:str|Path, model:nn.Module|None=None, strict:bool=True):
-        "Load an artifact saved by `save`; with `model`, check it was made for that model"
-        with safe_open(str(path), framework='pt') as f:
-            md = f.metadata() or {}
-            if md.get('editlab_kind') != cls.kind:
-                raise ValueError(f"{path} holds a {md.get('editlab_kind', 'non-editlab file')!r}, not a {cls.kind!r}")
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-        art = cls._from_tensors(tensors, json.loads(md['layout']), json.loads(md['meta']))
+        "Load an artifact saved by `save`; with `model`, check it was made for that model. A damaged file is refused, naming it"
+        path = Path(path)
+        if path.is_dir(): raise IsADirectoryError(f"{path} is a directory: pass the .safetensors file that `save` wrote")
+        if not path.exists(): raise FileNotFoundError(f"no artifact file at {path}")
+        try:
+            with safe_open(str(path), framework='pt') as f:
+                md = f.metadata() or {}
+                tensors = {k: f.get_tensor(k) for k in f.keys()}
+        except Exception as e:
+            raise ValueError(f"{path} is not a readable safetensors file ({type(e).__name__}: {e}); "
+                             "it is truncated or damaged: save the artifact again") from e
+        if md.get('editlab_kind') != cls.kind:
+            raise ValueError(f"{path} holds a {md.get('editlab_kind', 'non-editlab file')!r}, not a {cls.kind!r}")
+        meta, layout = _json_field(path, md, 'meta'), _json_field(path, md, 'layout')
+        if not isinstance(meta, dict): raise ValueError(f"{path}: its 'meta' field is a {type(meta).__name__}, not a JSON object; the file was altered")
+        fp = meta.get('fingerprint')
+        if fp is not None and not (isinstance(fp, dict) and isinstance(fp.get('arch'), str) and isinstance(fp.get('weights'), str)):
+            raise ValueError(f"{path}: its fingerprint {fp!r} is not {{'arch': str, 'weights': str}}; the file was altered")
+        try: art = cls._from_tensors(tensors, layout, meta)
+        except KeyError as e:
+            raise ValueError(f"{path}: its layout names the tensor {e.args[0]!r}, which the file does not hold; the file was altered") from e
+        except (TypeError, ValueError, AttributeError) as e: raise ValueError(f"{path}: {e}") from e
+        if fp is None:
+            warnings.warn(f"{path} has no model fingerprint: nothing can check that the model it is applied to is the one it "
+                          "was made on (only parameter names and shapes are checked)", stacklevel=2)
         if model is not None: art.check_model(model, strict)
         return art
+
+def _json_field(path, md:dict, key:str):
+    "A JSON field of a file's safetensors metadata, with errors that name the file and the field"
+    if key not in md: raise ValueError(f"{path} lacks the {key!r} metadata field that `save` writes; the file was altered or not written by editlab")
+    try: return json.loads(md[key])
+    except json.JSONDecodeError as e: raise ValueError(f"{path}: the {key!r} metadata field is not valid JSON ({e}); the file was altered") from e
 
 # %% ../nbs/02_artifacts.ipynb #5cfa8c01
 class LowRank(NamedTuple):
@@ -190,8 +214,10 @@ def _apply_delta(self:WeightDelta, model:nn.Module, alpha:float=1.0, strict:bool
     try:
         for c, n in todo.items():
             p = params[c]
+            new = (p.data.float() + alpha * self.dense(n).to(p.device, torch.float32)).to(p.dtype)
+            _check_finite(new, p.data, n, alpha)
             saved[c] = p.data.clone()
-            p.data.copy_((p.data.float() + alpha * self.dense(n).to(p.device, torch.float32)).to(p.dtype))
+            p.data.copy_(new)
     except BaseException:
         restore(); raise
     stack = _edit_stack(model); token = object(); stack.append(token)
@@ -201,6 +227,14 @@ def _apply_delta(self:WeightDelta, model:nn.Module, alpha:float=1.0, strict:bool
                                "a later edit is still applied on top of this one")
         restore(); stack.pop()
     return Applied(undo, f"{len(saved)} weights")
+
+def _check_finite(new:torch.Tensor, old:torch.Tensor, name:str, alpha:float):
+    "Refuse an edited weight that is NaN/Inf in the parameter's own dtype where the weight was finite"
+    bad = ~torch.isfinite(new)
+    if bad.any() and (bad & torch.isfinite(old)).any():
+        raise ValueError(f"the delta for {name} (times alpha {alpha:g}) is not finite once added to the weight in {old.dtype}: "
+                         f"{int(bad.sum())} entries overflow ({old.dtype} holds at most {torch.finfo(old.dtype).max:.3g}). "
+                         "Nothing was applied; use a smaller delta or alpha, or a wider dtype.")
 
 def _canonical_names(model)->dict:
     "Every parameter name, tied aliases included, mapped to the name `named_parameters()` uses"
@@ -249,6 +283,9 @@ def _wd_to_tensors(self):
 
 @classmethod
 def _wd_from_tensors(cls, tensors, layout, meta):
+    if not isinstance(layout, dict): raise ValueError(f"the layout is a {type(layout).__name__}, not {{parameter: 'dense' | 'lowrank'}}")
+    bad = {n: k for n, k in layout.items() if k not in ('dense', 'lowrank')}
+    if bad: raise ValueError(f"unknown layout {next(iter(bad.values()))!r} for {next(iter(bad))}; a delta is 'dense' or 'lowrank'")
     return cls({n: LowRank(tensors[f"U:{n}"], tensors[f"V:{n}"]) if k == 'lowrank' else tensors[f"D:{n}"] for n, k in layout.items()}, meta)
 
 WeightDelta._to_tensors, WeightDelta._from_tensors = _wd_to_tensors, _wd_from_tensors
@@ -277,6 +314,11 @@ def _rule_from_json(j):
     return j
 
 # %% ../nbs/02_artifacts.ipynb #7c32b7fb
+def _act_dtype(model:nn.Module, hook:str)->torch.dtype:
+    "The dtype of the activations at `hook`: that of its block's weights"
+    p = next((p for p in adapter(model).block(parse_hook(model, hook)[0]).parameters() if p.is_floating_point()), None)
+    return p.dtype if p is not None else torch.float32
+
 class Intervention(Artifact):
     "Additive vectors at hook points, with position rules; the activation-space artifact"
     kind = 'Intervention'
@@ -314,13 +356,14 @@ class Intervention(Artifact):
         "Attach every term (scaled by `alpha`) as a hook; the handle's `undo()` removes them"
         alpha = check_alpha(alpha)
         self.check_model(model, strict)
-        for t in self.terms:
+        for t in self.terms:   # every term checked before any hook is attached: shape, and finite x alpha in the activations' dtype
             resolve_hooks(model, t.hook)
-            check_vector(t.vec, hook_shape(model, t.hook), f"vector at {t.hook}")
+            check_vector(alpha*t.vec, hook_shape(model, t.hook), f"vector at {t.hook}" + (f" times alpha {alpha:g}" if alpha != 1 else ''),
+                         _act_dtype(model, t.hook))
         removers = []
         try:
             for t in self.terms:
-                removers.append(add_hook(model, t.hook, add_vector(alpha*t.vec, t.positions, t.norm_preserve)))
+                removers.append(add_hook(model, t.hook, add_vector(alpha*t.vec, t.positions, t.norm_preserve, f"vector at {t.hook}")))
         except BaseException:
             for r in removers: r()
             raise
@@ -331,5 +374,7 @@ class Intervention(Artifact):
                 [{'hook': t.hook, 'positions': _rule_json(t.positions), 'norm_preserve': t.norm_preserve} for t in self.terms])
     @classmethod
     def _from_tensors(cls, tensors, layout, meta):
+        if not isinstance(layout, list) or not all(isinstance(l, dict) and {'hook', 'positions', 'norm_preserve'} <= set(l) for l in layout):
+            raise ValueError("the layout is not a list of {hook, positions, norm_preserve} entries")
         return cls([Term(l['hook'], tensors[f"{i}:{l['hook']}"], _rule_from_json(l['positions']), l['norm_preserve'])
                     for i, l in enumerate(layout)], meta)

@@ -223,12 +223,19 @@ def position_mask(ctx:FwdCtx, # the current forward's positions
     return (pos[:, :, None] == t[:, None, :]).any(-1) & real
 
 # %% ../nbs/01_hooks.ipynb #38c7f02a
-def check_vector(vec:torch.Tensor, shape:tuple, what:str='vector')->torch.Tensor:
-    "Refuse a vector of the wrong shape or with NaN/Inf, naming the expected shape"
+def check_vector(vec:torch.Tensor, # the vector to add
+                 shape:tuple, # the hook point's trailing activation shape
+                 what:str='vector', # how errors name it (e.g. 'vector at blocks.3.hook_resid_post')
+                 dtype:torch.dtype|None=None, # the activations' dtype: the vector must also be finite once cast to it
+                )->torch.Tensor:
+    "Refuse a vector of the wrong shape or with NaN/Inf (in its own dtype, and after the cast to `dtype`), naming the problem"
     if not isinstance(vec, torch.Tensor): vec = torch.as_tensor(vec)
     if tuple(vec.shape) != tuple(shape):
         raise ValueError(f"{what} has shape {tuple(vec.shape)}, this hook point needs {tuple(shape)}")
     if not torch.isfinite(vec).all(): raise ValueError(f"{what} contains NaN or Inf values")
+    if dtype is not None and dtype.is_floating_point and not torch.isfinite(vec.to(dtype)).all():
+        raise ValueError(f"{what} overflows the activations' dtype {dtype}: its largest |value| is {float(vec.abs().max()):.3g} "
+                         f"but {dtype} holds at most {torch.finfo(dtype).max:.3g}. Scale it down or run the model in a wider dtype.")
     return vec
 
 def hook_shape(model:nn.Module, name:str)->tuple:
@@ -240,13 +247,15 @@ def hook_shape(model:nn.Module, name:str)->tuple:
 def add_vector(vec:torch.Tensor, # [*hook_shape]: d_model, d_mlp, or [n_heads, d_head] at hook_z
                positions='all', # position rule
                norm_preserve:bool=False, # rescale each touched token back to its original norm
+               what:str='steering vector', # how errors name the vector
               )->Callable:
     "An `fn(act, ctx)` that adds `vec` at the positions `positions` selects"
     cache = {}
     def fn(x, ctx):
         key = (x.device, x.dtype)
         if key not in cache:
-            cache[key] = check_vector(vec, tuple(x.shape[2:]), 'steering vector').to(device=x.device, dtype=torch.float32)
+            # checked once per device and dtype: finite after the cast to the activations' dtype (1e5 is inf in fp16)
+            cache[key] = check_vector(vec, tuple(x.shape[2:]), what, x.dtype).to(device=x.device, dtype=torch.float32)
         v = cache[key]
         sel = position_mask(ctx, positions) if positions != 'all' else ctx.mask
         sel = sel.view(*sel.shape, *([1]*(x.dim()-2)))
