@@ -19,7 +19,7 @@ setuptools.setup(
                  'License :: ' + lic[1], 'Natural Language :: English',
                  'Programming Language :: Python :: 3'],
     packages=setuptools.find_packages(include=['editlab', 'editlab.*']),
-    package_data={'editlab': ['assets/*.json', 'assets/*.txt']}, include_package_data=True,
+    package_data={'editlab': ['assets/*.json', 'assets/*.txt', 'assets/samples/*/*']}, include_package_data=True,
     python_requires='>=' + c['min_python'], install_requires=reqs, extras_require={'dev': dev_reqs},
     entry_points={'console_scripts': scripts, 'nbdev': [f"{c['lib_path']}={c['lib_path']}._modidx:d"]},
     zip_safe=False)
