@@ -129,6 +129,7 @@ def edit_scores(model:nn.Module, tok, # model (with any artifacts applied) and t
                 progress:bool=False)->pd.DataFrame:
     "Per-record efficacy / paraphrase / neighborhood scores and magnitudes (teacher forcing, optionally generation)"
     if len(records) == 0: raise ValueError("no records to score")
+    records = check_records(tok, records, need=('prompt', 'target_new', 'target_true'))   # a missing field is named, not a bare KeyError
     rows, P, Tn, Tt, where = [], [], [], [], []
     for r_i, r in enumerate(records):
         for kind, ps in (('es', [r['prompt']]), ('ps', _as_list(r.get('paraphrases'))), ('ns', _as_list(r.get('neighborhood')))):
@@ -170,6 +171,7 @@ def token_scores(model:nn.Module, tok, # model (with any artifacts applied) and 
                  batch_size:int=32)->pd.DataFrame:
     "Per-record teacher-forced token accuracy: es_tok (new answer), ps_tok (on paraphrases), ns_tok (neighbourhood answers)"
     if len(records) == 0: raise ValueError("no records to score")
+    records = check_records(tok, records, need=('prompt', 'target_new'))
     P, T, where = [], [], []
     for r_i, r in enumerate(records):
         nb, nt = _as_list(r.get('neighborhood')), _as_list(r.get('neighborhood_true'))
