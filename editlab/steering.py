@@ -15,8 +15,8 @@ from .hooks import resolve_hooks, capture, encode, forward, hook_names, get_acti
 from .artifacts import Intervention, check_alpha
 
 # %% auto #0
-__all__ = ['NEUTRAL_PROMPTS', 'direction', 'contrast_activations', 'vectors_from', 'contrastive_vectors', 'steering',
-           'vader_compound', 'steering_sweep', 'plot_sweep']
+__all__ = ['NEUTRAL_PROMPTS', 'direction', 'contrast_activations', 'vectors_from', 'contrastive_vectors', 'steering', 'caa',
+           'actadd', 'vader_compound', 'steering_sweep', 'plot_sweep']
 
 # %% ../nbs/20_steering.ipynb #2847c76e
 def _first_pc(X:torch.Tensor)->torch.Tensor:
@@ -41,7 +41,12 @@ def direction(P:torch.Tensor, # [n_pos, d] activations of the positive set
               method:str='mean_diff', # 'mean_diff' | 'pca_diff' | 'pca_center' | 'logreg'
              )->torch.Tensor:
     "One steering direction [d] from two sets of activations, oriented from N to P"
+    if not (torch.isfinite(P).all() and torch.isfinite(N).all()): raise ValueError("the activations contain NaN or Inf values")
+    if P.shape == N.shape and torch.equal(P, N):
+        raise ValueError(f"the positive and negative activations are identical: {method} has no direction to find; "
+                         "check that the two prompt sets differ where they are read")
     md = P.mean(0) - N.mean(0)
+    if md.norm() <= 1e-6 * torch.cat([P, N]).norm(dim=-1).mean(): raise ValueError(f"the positive and negative sets have the same mean activation: {method} would give a zero or unoriented direction")
     if method == 'mean_diff': return md
     if method in ('pca_diff', 'pca_center') and len(P) != len(N):
         raise ValueError(f"{method} needs paired sets of equal size, got {len(P)} positive and {len(N)} negative")
@@ -74,7 +79,11 @@ def vectors_from(P:dict, N:dict, # from `contrast_activations`
                  method:str='mean_diff', # see `direction`
                 )->dict:
     "{hook: direction} from both sets' activations"
-    return {n: direction(P[n].flatten(1), N[n].flatten(1), method).view(P[n].shape[1:]) for n in P}
+    out = {}
+    for n in P:
+        try: out[n] = direction(P[n].flatten(1), N[n].flatten(1), method).view(P[n].shape[1:])
+        except ValueError as e: raise ValueError(f"at {n}: {e}") from e
+    return out
 
 def contrastive_vectors(model:nn.Module, tok, positive:list[str], negative:list[str],
                         hooks='blocks.*.hook_resid_post', # hook points; all layers by default
@@ -95,6 +104,31 @@ def steering(vectors:dict, # {hook: vector}, e.g. from `contrastive_vectors`
     md = dict(method='contrastive steering', hparams=dict(alpha=alpha), **meta)
     if model is not None: md['fingerprint'] = fingerprint(model)
     return Intervention.from_vectors(vectors, positions=positions, alpha=alpha, norm_preserve=norm_preserve, meta=md)
+
+# %% ../nbs/20_steering.ipynb #8446522e
+from .registry import register
+from .hooks import hook_name
+
+@register('CAA', 'steering', 'Intervention', 'Rimsky et al. 2024, Steering Llama 2 via Contrastive Activation Addition (ACL 2024, arXiv:2312.06681)')
+def caa(model:nn.Module, tok, # model and tokenizer
+        positive:list[str], negative:list[str], # prompts ending in the behaviour's answer, and in its opposite
+        alpha:float, # strength
+        layer:int=3, # residual stream after this block
+        read='last', # where activations are read ('last': the answer token)
+       )->Intervention:
+    "mean difference of residual activations over contrast pairs, added at every position"
+    vs = contrastive_vectors(model, tok, positive, negative, hooks=hook_name(layer, 'hook_resid_post'), read=read, method='mean_diff')
+    return steering(vs, alpha, positions='all', model=model, recipe='CAA')
+
+@register('ActAdd', 'steering', 'Intervention', 'Turner et al. 2023, Steering Language Models With Activation Engineering (arXiv:2308.10248)')
+def actadd(model:nn.Module, tok, # model and tokenizer
+           positive:str, negative:str, # one prompt pair, e.g. 'Love' and 'Hate'
+           alpha:float, # strength
+           layer:int=3, # residual stream after this block
+          )->Intervention:
+    "the activation difference of one prompt pair, added at every position"
+    vs = contrastive_vectors(model, tok, [positive], [negative], hooks=hook_name(layer, 'hook_resid_post'), read='last', method='mean_diff')
+    return steering(vs, alpha, positions='all', model=model, recipe='ActAdd')
 
 # %% ../nbs/20_steering.ipynb #ccac040f
 NEUTRAL_PROMPTS = [
