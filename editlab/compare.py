@@ -63,15 +63,16 @@ def artifact_cost(d, model:nn.Module)->dict:
 
 @contextmanager
 def _applied(d, model):
-    "The model to score: `model` with artifact `d` applied (undone on exit), or `d` itself when an editor returns a wrapped model (SERAC)"
-    if isinstance(d, nn.Module): yield d; return
-    if not hasattr(d, 'apply'): raise TypeError(f"an editor returned {type(d).__name__}: it must return an artifact (with .apply) or a wrapped model")
-    with d.apply(model): yield model
+    "The model to score: `model` with artifact `d` applied (undone on exit), or the handle's `model` when the artifact routes inputs through a wrapper"
+    if not hasattr(d, 'apply'): raise TypeError(f"an editor returned {type(d).__name__}: it must return an artifact (with .apply)")
+    with d.apply(model) as h:
+        routed = getattr(h, 'model', None)   # artifacts that route inputs (a memory beside the frozen model) hand over the model to call
+        yield model if routed is None else routed
 
 def compare_editors(model:nn.Module, tok, # model and tokenizer
                     records:list[dict], # CounterFact-style records, each with subject, prompt, targets, paraphrases, neighborhood
                     editors:dict, # {name: fn(model, tok, record) -> artifact, or a wrapped model}; batch editors get the whole list
-                    batch:tuple=(), # names of editors that take all records at once (MEMIT)
+                    batch:tuple=(), # names of editors that take all records at once (registered with batch=True)
                     gen_tokens:int=32, # tokens generated for the fluency score
                     progress:bool=True, # tqdm bars
                     save:str|Path|None=None, # CSV: written again after each finished (method, record); a rerun skips what it holds

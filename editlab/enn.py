@@ -25,7 +25,7 @@ from .mend import (mend_targets, check_edit_batch, plot_mend_curve, _seqs, _targ
 
 # %% auto #0
 __all__ = ['enn_params', 'Prefix', 'SubsetForward', 'inner_sgd', 'enn_step', 'ENNState', 'text_chunks', 'train_enn', 'enn_edit',
-           'plot_enn_curve', 'enn_cost']
+           'enn_editor', 'plot_enn_curve', 'enn_cost']
 
 # %% ../nbs/47_enn.ipynb #d7550fea
 def enn_params(model:nn.Module, # any supported model
@@ -368,6 +368,27 @@ def enn_edit(model:nn.Module, tok, # model (left unchanged) and tokenizer
                 seconds=time.perf_counter() - t0,
                 requests=[{f: r.get(f) for f in ('prompt', 'subject', 'target_new', 'target_true')} for r in records])
     return WeightDelta({n: (phi[n].detach().float() - theta[n].float()) for n in names}, meta)
+
+# %% ../nbs/47_enn.ipynb #5a8546eb
+from .registry import register, default_file
+from .data import load_counterfact, load_wikitext
+
+@register('ENN', 'editing', 'WeightDelta', 'Sinitsin et al. 2020, Editable Neural Networks (ICLR 2020, arXiv:2004.00345)',
+          defaults=dict(train=None, n_train=1800, corpus=None, text_chars=600_000, steps=300, k=3, edit_lr=3e-3, lr=1e-5, lr_lr=1e-2, seed=0),
+          batch=False, approach='meta-learning', seed_claims=dict(cost='training costs a lot on large models'))
+def enn_editor(model:nn.Module, tok, # the model to edit and its tokenizer
+               train:str|Path|None, n_train:int, # CounterFact training file (None: the shared train-2000) and records used
+               corpus:str|Path|None, # text for the locality term (None: WikiText-2 validation, `data.wikitext_path`)
+               text_chars:int, # characters of it used
+               steps:int, k:int, edit_lr:float, lr:float, lr_lr:float, seed:int): # `train_enn`'s settings
+    "editable training of the last two MLP blocks, then k plain SGD steps per edit; trained once, cached (47_enn)"
+    recs = load_counterfact(default_file(train, 'counterfact/counterfact-train-2000.json'))[:n_train]
+    state, _ = train_enn(model, tok, recs, load_wikitext(corpus, n_chars=text_chars), steps=steps, k=k,
+                         edit_lr=edit_lr, lr=lr, lr_lr=lr_lr, seed=seed, progress=False)   # cached after the first run
+    def editor(m, t, r):   # the ENN-trained weights plus the k-step edit made on them: one delta on the original model
+        with state.apply(m): d = enn_edit(m, t, r, **state.edit_kwargs)
+        return state.delta + d
+    return editor
 
 # %% ../nbs/47_enn.ipynb #a624a732
 def plot_enn_curve(curve:pd.DataFrame, # from `train_enn`

@@ -16,7 +16,7 @@ from .artifacts import WeightDelta, Intervention
 from .evaluate import encode_prompt, encode_target, _pad
 
 # %% auto #0
-__all__ = ['select_params', 'completion_loss', 'completion_ce', 'prompt_end_fns', 'finetune']
+__all__ = ['select_params', 'completion_loss', 'completion_ce', 'prompt_end_fns', 'LossScale', 'finetune', 'ftl_editor']
 
 # %% ../nbs/12_finetune.ipynb #91940ce4
 def select_params(model:nn.Module, which)->list[str]:
@@ -58,6 +58,25 @@ def prompt_end_fns(iv:Intervention, # the intervention to add during a training 
         fns[t.hook] = f if g is None else (lambda x, ctx, f=f, g=g: f(g(x, ctx), ctx))
     return fns
 
+# %% ../nbs/12_finetune.ipynb #618b7950
+class LossScale:
+    "Dynamic loss scaling for backward passes through a float16 model: `scale(loss).backward()`, then `unscale(params)`"
+    def __init__(self, model:nn.Module, # the model the backward pass runs through
+                 init:float=2.**12, # starting scale when the model computes in float16
+                ):
+        self.s = init if any(p.dtype == torch.float16 for p in model.parameters()) else 1.0
+    def __call__(self, loss:torch.Tensor)->torch.Tensor: return loss * self.s if self.s != 1 else loss
+    def unscale(self, params:list[torch.Tensor])->bool:
+        "Divide the gradients by the scale; False (gradients zeroed, scale halved) when one is not finite: skip the step"
+        if self.s == 1: return True     # float32 / bfloat16: nothing to do (non-finite results are refused downstream)
+        gs = [p.grad for p in params if p.grad is not None]
+        for g in gs: g.div_(self.s)
+        if all(bool(torch.isfinite(g).all()) for g in gs): return True
+        for g in gs: g.zero_()
+        self.s /= 2
+        if self.s < 1: raise FloatingPointError("the gradients are not finite at any loss scale: the loss or the model output is NaN or inf")
+        return False
+
 # %% ../nbs/12_finetune.ipynb #b66122b2
 def finetune(model:nn.Module, tok, # model and tokenizer
              prompts:list[str], targets:list[str], # training completions
@@ -77,7 +96,10 @@ def finetune(model:nn.Module, tok, # model and tokenizer
     "Train `params` on the completions; return (delta, loss curve) and leave `model` unchanged"
     if len(prompts) == 0: raise ValueError("empty training set: pass at least one (prompt, target) pair")
     if len(prompts) != len(targets): raise ValueError(f"{len(prompts)} prompts but {len(targets)} targets")
-    if steps < 1 or lr <= 0: raise ValueError("steps must be >= 1 and lr > 0")
+    if not steps >= 1: raise ValueError(f"steps must be >= 1, got {steps}")
+    if not 0 < lr < float('inf'): raise ValueError(f"lr must be a finite number > 0, got {lr}")   # NaN fails every comparison
+    if not 0 <= weight_decay < float('inf'): raise ValueError(f"weight_decay must be a finite number >= 0, got {weight_decay}")
+    if max_norm is not None and not 0 < max_norm < float('inf'): raise ValueError(f"max_norm must be a finite number > 0 or None, got {max_norm}")
     if regularizer is not None and not callable(regularizer): raise TypeError(f"regularizer must be a callable (model, step, batch) -> loss, got {type(regularizer).__name__}")
     if schedule is not None and intervention is None: raise ValueError("a schedule was given but no intervention: pass the Intervention it scales")
     if schedule is not None and not callable(schedule): raise TypeError(f"schedule must be a callable (step, steps) -> float, got {schedule!r}")
@@ -89,10 +111,12 @@ def finetune(model:nn.Module, tok, # model and tokenizer
     flags = {n: p.requires_grad for n, p in named.items()}
     was_training = model.training
     rng = random.Random(seed); torch.manual_seed(seed)
-    for n, p in named.items(): p.requires_grad_(n in orig)
-    opt = torch.optim.AdamW([named[n] for n in names], lr=lr, weight_decay=weight_decay)
     rows = []
-    try:
+    try:   # from here on every exit restores the weights, the requires_grad flags and the train/eval mode
+        for n, p in named.items(): p.requires_grad_(n in orig)
+        master = {n: orig[n].float().requires_grad_() for n in names if orig[n].dtype != torch.float32}   # half weights train as fp32 copies
+        opt = torch.optim.AdamW([master.get(n, named[n]) for n in names], lr=lr, weight_decay=weight_decay)
+        scaler = LossScale(model)
         model.train(False)  # dropout off: deterministic edits
         bar = tqdm(range(steps), desc=method, disable=not progress)
         for step in bar:
@@ -107,16 +131,20 @@ def finetune(model:nn.Module, tok, # model and tokenizer
                 if regularizer is not None:
                     reg = regularizer(model, step, dict(idx=idx, ids=ids, mask=mask, n_prompt=n_p, n_target=n_t, logits=logits))
                     row.update(ce=float(loss.detach()), reg=float(reg.detach())); loss = loss + reg
-                opt.zero_grad(set_to_none=True); loss.backward()
-            opt.step()
-            if max_norm is not None:
-                with torch.no_grad():
-                    for n in names: named[n].copy_(orig[n] + (named[n] - orig[n]).clamp(-max_norm, max_norm))
+                opt.zero_grad(set_to_none=True); scaler(loss).backward()
+            for n in master:
+                if named[n].grad is not None: master[n].grad, named[n].grad = named[n].grad.float(), None
+            if scaler.unscale([master.get(n, named[n]) for n in names]): opt.step()
+            with torch.no_grad():
+                for n in names:
+                    w = master.get(n, named[n]); o = orig[n].to(w.dtype)
+                    if max_norm is not None: w.copy_(o + (w - o).clamp(-max_norm, max_norm))
+                    if n in master: named[n].copy_(w)     # cast at the weight
             l = float(loss.detach()); row['loss'] = l
             if s is not None: row['strength'] = s
             rows.append(row); bar.set_postfix(loss=f"{l:.3f}")
         with torch.no_grad():
-            delta = {n: (named[n].detach().float() - orig[n].float()) for n in names}
+            delta = {n: (master.get(n, named[n]).detach().float() - orig[n].float()) for n in names}
     finally:
         with torch.no_grad():
             for n in names: named[n].copy_(orig[n])
@@ -130,3 +158,16 @@ def finetune(model:nn.Module, tok, # model and tokenizer
     if intervention is not None: meta['hparams']['intervention'] = intervention.meta.get('method', 'intervention')
     curve = pd.DataFrame(rows)
     return WeightDelta(delta, meta), curve[['step', 'loss'] + [c for c in curve.columns if c not in ('step', 'loss')]]
+
+# %% ../nbs/12_finetune.ipynb #49e81d46
+from .registry import register, frac_layer
+
+@register('FT-L', 'editing', 'WeightDelta', 'Zhu et al. 2020, Modifying Memories in Transformer Models (arXiv:2012.00363)',
+          defaults=dict(layer=4, steps=25, lr=5e-4, max_norm=5e-4), batch=False, approach='fine-tuning')
+def ftl_editor(model:nn.Module, tok, # the model to edit and its tokenizer
+               layer:int, # the tuned down projection's layer, as a layer of the 30-layer model (`registry.frac_layer`)
+               steps:int, lr:float, max_norm:float): # optimiser steps, learning rate, L-inf bound on the change
+    "constrained fine-tuning of one down projection (34_edit_comparison)"
+    down = adapter(model).param_name(frac_layer(model, layer), 'down')
+    return lambda m, t, r: finetune(m, t, [r['prompt']], [r['target_new']], params=down, steps=steps, lr=lr,
+                                    max_norm=max_norm, progress=False, method='FT-L')[0]

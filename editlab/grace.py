@@ -16,9 +16,10 @@ from .hooks import add_hook, capture, intervene, forward, encode, hook_name, hoo
 from .artifacts import Artifact, Applied
 from .evaluate import encode_prompt, encode_target, subject_span, check_records
 from .rome import _run_tail, _logits
+from .finetune import LossScale
 
 # %% auto #0
-__all__ = ['KEY_HOOKS', 'Codebook', 'check_widths', 'train_value', 'grace_edit', 'entry_index']
+__all__ = ['KEY_HOOKS', 'Codebook', 'check_widths', 'train_value', 'grace_edit', 'grace_editor', 'entry_index']
 
 # %% ../nbs/35_grace.ipynb #fec23355
 KEY_HOOKS = ('mlp.hook_post', 'hook_resid_pre', 'attn.hook_out')   # hooks that fire before mlp.hook_out in the same block
@@ -196,7 +197,7 @@ def train_value(model:nn.Module, tok, # model and tokenizer
                     with torch.no_grad(): past = kv_cache(forward(model, torch.tensor([P[:s]]), use_cache=True))
                 tail = P[s:] + T[:-1]
                 groups.append((torch.tensor([tail]), torch.ones(1, s + len(tail), dtype=torch.long), past, len(P) - 1 - s))
-            opt = torch.optim.Adam([v], lr=lr)
+            opt = torch.optim.Adam([v], lr=lr); scaler = LossScale(model)   # loss scaling through a float16 model
             tgt = torch.tensor(T)
             for step in range(steps):
                 with torch.enable_grad():
@@ -207,7 +208,8 @@ def train_value(model:nn.Module, tok, # model and tokenizer
                         nll = nll - logp.gather(-1, tgt.to(logp.device)[:, None]).mean() / len(groups)
                     log.append(dict(step=step, nll=float(nll.detach()), v_norm=float(v.detach().norm())))
                     if log[-1]['nll'] < stop_nll: break
-                    opt.zero_grad(); nll.backward(); opt.step()
+                    opt.zero_grad(); scaler(nll).backward()
+                    if scaler.unscale([v]): opt.step()
     finally:
         for p, f in zip(model.parameters(), flags): p.requires_grad_(f)
     return v.detach(), pd.DataFrame(log)
@@ -288,6 +290,24 @@ def grace_edit(model:nn.Module, tok, # model (left frozen) and tokenizer
         log.append(dict(case_id=r.get('case_id'), action=action, entry=entry, nearest=j, distance=d if j >= 0 else None,
                         steps=len(tl), nll=float(tl.nll.iloc[-1]), seconds=time.perf_counter() - t0))
     return book
+
+# %% ../nbs/35_grace.ipynb #a0304747
+from .registry import register, frac_layer
+
+@register('GRACE', 'editing', 'Codebook', 'Hartvigsen et al. 2023, Aging with GRACE: Lifelong Model Editing with Discrete Key-Value Adaptors (NeurIPS 2023, arXiv:2211.11031)',
+          defaults=dict(layer=25, eps=1.0, steps=50, lr=1.0, token='last'), batch=False, approach='added parameters',
+          seed_claims=dict(NS='high: external methods leave the model alone, so locality is guaranteed', cost='storage grows with every edit'))
+def grace_editor(model:nn.Module, tok, # the model to edit and its tokenizer
+                 layer:int, # the codebook's layer, as a layer of the 30-layer model (`registry.frac_layer`)
+                 eps:float, steps:int, lr:float, # deferral radius; value training steps and rate
+                 token:str): # where the key is read: 'last' or 'subject'
+    "codebook of keys and trained values at one layer, EasyEdit's setting (35_grace)"
+    L = frac_layer(model, layer)
+    return lambda m, t, r: grace_edit(m, t, [r], layer=L, eps=eps, steps=steps, lr=lr, token=token, progress=False)
+
+register('GRACE (subject key)', 'editing', 'Codebook', 'Hartvigsen et al. 2023 (arXiv:2211.11031), keyed at the subject as in editlab',
+         defaults=dict(layer=8, eps=4.0, steps=50, lr=1.0, token='subject'), batch=False, approach='added parameters',
+         doc="GRACE keyed at the subject's last token (editlab's variant for paraphrases, 35_grace): layer 8, eps 4")(grace_editor)
 
 # %% ../nbs/35_grace.ipynb #63713101
 def entry_index(i, # index asked for (negative counts from the end)

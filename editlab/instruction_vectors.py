@@ -18,7 +18,7 @@ from .lofit import top_heads
 # %% auto #0
 __all__ = ['DEMO_TEMPLATE', 'QUERY_TEMPLATE', 'icl_prompt', 'icl_pairs', 'answer_probs', 'mean_head_acts', 'head_patch_fns',
            'patched_probs', 'all_heads', 'keep_correct', 'head_aie', 'top_aie_heads', 'plot_aie', 'head_outputs',
-           'instruction_vector', 'iv_intervention', 'iv_layer_sweep']
+           'instruction_vector', 'iv_intervention', 'function_vector', 'iv_layer_sweep']
 
 # %% ../nbs/50_instruction_vectors.ipynb #bba502e5
 DEMO_TEMPLATE = "Q: {input}\nA: {output}\n\n"
@@ -234,6 +234,24 @@ def iv_intervention(model:nn.Module, # the model the vector was made on
     L = check_layer(adapter(model), layer)
     return Intervention.from_vectors({hook_name(L, kind): vec}, positions='last', alpha=alpha,
                                      meta=dict(method='instruction_vector', layer=L, fingerprint=fingerprint(model)))
+
+# %% ../nbs/50_instruction_vectors.ipynb #62b15e53
+from .registry import register
+
+@register('function vector', 'steering', 'Intervention', 'Todd et al. 2024, Function Vectors in Large Language Models (ICLR 2024, arXiv:2310.15213)')
+def function_vector(model:nn.Module, # the model the heads were found in
+                    mean_z:torch.Tensor, # [n_layers, n_heads, d_head] from `mean_head_acts`
+                    heads:list, # the (layer, head) pairs to sum, e.g. `top_aie_heads(aie, k)`
+                    layer:int, # where the vector is added
+                    kind:str='hook_resid_post', # 'hook_resid_post' or 'hook_resid_pre'
+                    alpha:float=1.0, # scale
+                   )->Intervention:
+    "the sum of the top heads' mean outputs, added at one layer's last token"
+    return iv_intervention(model, instruction_vector(model, mean_z, heads), layer, kind, alpha)
+
+register('instruction vector', 'steering', 'Intervention',
+         'Jiang et al. 2024, Interpretable Catastrophic Forgetting of Large Language Model Fine-tuning via Instruction Vector (arXiv:2406.12227)',
+         doc="the function-vector construction on instruction prompts, tracked through fine-tuning (51_iv_forgetting)")(function_vector)
 
 # %% ../nbs/50_instruction_vectors.ipynb #06f8312b
 def iv_layer_sweep(model:nn.Module, tok, # model and tokenizer

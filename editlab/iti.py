@@ -57,6 +57,7 @@ def fit_head_probes(X:torch.Tensor, # [n, L, H, d] training activations
     y = torch.as_tensor(y).float(); y_val = torch.as_tensor(y_val).float()
     if len(X) == 0 or len(X_val) == 0: raise ValueError("empty training or validation set")
     if y.min() == y.max(): raise ValueError("the training labels have one class only; probes need true and false answers")
+    X, X_val = torch.as_tensor(X).float(), torch.as_tensor(X_val).float()   # probes fit in float32, whatever the activations' dtype
     n, L, H, d = X.shape
     mu, sd = X.mean(0), X.std(0).clamp_min(1e-6)
     def design(A):  # [L*H, m, d+1]: standardised features plus a bias column
@@ -87,7 +88,7 @@ def iti_intervention(X:torch.Tensor, y:torch.Tensor, # [n, L, H, d] training act
                      model:nn.Module|None=None, # records the fingerprint
                     )->Intervention:
     "ITI's mass-mean shift at the top-k heads, as an `Intervention` at `attn.hook_z` (one term per layer)"
-    L, H, d = X.shape[1:]
+    X = torch.as_tensor(X).float(); L, H, d = X.shape[1:]   # mass means and sigma in float32 (cast at the hook)
     if not 1 <= k <= L*H: raise ValueError(f"k must be in 1..{L*H} (layers x heads), got {k}")
     alpha = check_alpha(alpha)
     y = torch.as_tensor(y).bool()
@@ -101,3 +102,8 @@ def iti_intervention(X:torch.Tensor, y:torch.Tensor, # [n, L, H, d] training act
     meta = dict(method='ITI', hparams=dict(k=k, alpha=alpha), heads=[[int(a), int(b)] for a, b in ranking.head(k)[['layer', 'head']].values])
     if model is not None: meta['fingerprint'] = fingerprint(model)
     return Intervention([Term(hook_name(l, 'attn.hook_z'), v) for l, v in sorted(vecs.items())], meta)
+
+# %% ../nbs/22_iti.ipynb #442526f9
+from .registry import register
+register('ITI', 'steering', 'Intervention', 'Li et al. 2023, Inference-Time Intervention: Eliciting Truthful Answers from a Language Model (NeurIPS 2023, arXiv:2306.03341)',
+         doc="mass-mean shift of the top-k probed heads at attn.hook_z, in units of their spread")(iti_intervention)

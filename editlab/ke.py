@@ -18,7 +18,7 @@ from .mend import (mend_targets, edit_grads, check_edit_batch, low_rank_hooks, p
                           _seqs, _target_nll, _kl, _first, _loc_seq, _answer_mask, _cache_key)
 
 # %% auto #0
-__all__ = ['edit_pass', 'KEHead', 'KnowledgeEditor', 'load_ke', 'ke_edit', 'ke_step', 'train_ke']
+__all__ = ['edit_pass', 'KEHead', 'KnowledgeEditor', 'load_ke', 'ke_edit', 'ke_step', 'train_ke', 'ke_editor']
 
 # %% ../nbs/46_ke.ipynb #232ead3f
 def edit_pass(model:nn.Module, tok, # model (left unchanged) and tokenizer
@@ -209,3 +209,19 @@ def train_ke(model:nn.Module, tok, # frozen model and tokenizer
     ed.meta = dict(settings=settings, n_records=len(records), curve=curve.to_dict('records'))
     if cache: ed.save(path)
     return ed, curve
+
+# %% ../nbs/46_ke.ipynb #59fe2f53
+from .registry import register, default_file
+from .data import load_counterfact, load_zsre
+
+@register('KE', 'editing', 'WeightDelta', 'De Cao et al. 2021, Editing Factual Knowledge in Language Models (EMNLP 2021, arXiv:2104.08164)',
+          defaults=dict(train=None, zsre=None, n_train=1800, steps=800, seed=0), batch=False, approach='meta-learning',
+          seed_claims=dict(ES='good', NS='kept by a KL margin during training', cost='costly, complex training'))
+def ke_editor(model:nn.Module, tok, # the model to edit and its tokenizer
+              train:str|Path|None, zsre:str|Path|None, # CounterFact and zsRE training files (None: the shared ones)
+              n_train:int, steps:int, seed:int): # CounterFact records used; `train_ke`'s steps and seed
+    "hyper-network reads the edit and gates its gradient into a weight shift; KL-margin constraint; trained once, cached (46_ke)"
+    cf = load_counterfact(default_file(train, 'counterfact/counterfact-train-2000.json'))[:n_train]
+    zs = [r for r in load_zsre(default_file(zsre, 'zsre/zsre-train-800.json')) if r['target_new'].strip() != str(r['target_true']).strip()]
+    ed, _ = train_ke(model, tok, cf + zs, steps=steps, batch_size=1, seed=seed, progress=False)   # cached after the first run
+    return lambda m, t, r: ke_edit(m, t, r, ed)

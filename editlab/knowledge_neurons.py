@@ -16,10 +16,12 @@ from .hooks import intervene, capture, forward, hook_name, position_mask, get_ac
 from .artifacts import WeightDelta
 from .evaluate import encode_prompt, encode_target, target_logprobs, _pad
 from .rome import check_request
+from .finetune import LossScale
 
 # %% auto #0
 __all__ = ['PROMPT_TEMPLATES', 'integrated_gradients', 'fact_prompts', 'knowledge_neurons', 'check_neurons', 'scale_neurons',
-           'suppress', 'enhance', 'random_neurons', 'top1_correct', 'neuron_effects', 'kn_edit', 'kn_effects']
+           'suppress', 'enhance', 'random_neurons', 'top1_correct', 'neuron_effects', 'kn_edit', 'kn_editor',
+           'kn_effects']
 
 # %% ../nbs/31_knowledge_neurons.ipynb #daeb2342
 @contextmanager
@@ -71,7 +73,7 @@ def integrated_gradients(model:nn.Module, tok, # model and tokenizer
     dev = W.device
     alphas = torch.arange(1, steps + 1, dtype=torch.float32, device=dev) / steps     # k/m, k = 1..m (the paper's Riemann sum)
     row_layer = torch.arange(len(layers), device=dev).repeat_interleave(steps); row_alpha = alphas.repeat(len(layers))
-    G = torch.zeros_like(W)
+    G = torch.zeros_like(W); scale = LossScale(model).s
     with _frozen(model):
         for s in range(0, len(row_layer), batch_size):
             li, al = row_layer[s:s+batch_size], row_alpha[s:s+batch_size]; n = len(li)
@@ -86,8 +88,17 @@ def integrated_gradients(model:nn.Module, tok, # model and tokenizer
             if past is not None: kv = copy.deepcopy(past); kv.batch_repeat_interleave(n)
             with intervene(model, fns):
                 out = forward(model, torch.tensor([tail] * n), mask.expand(n, -1), past_key_values=kv, use_cache=kv is not None)
-            g, = torch.autograd.grad(_objective(out.logits, T, objective).sum(), A)   # row r's output depends on row r only
-            G.index_add_(0, li, g.float())
+            # the gradient of log P (row r's output depends on row r only), loss-scaled through a float16 model and retried
+            # smaller if it overflows; for 'prob', dP/dA = P · dlogP/dA, so a tiny P never underflows its own gradient
+            lp, sc = _objective(out.logits, T, 'logprob'), scale
+            while True:
+                g, = torch.autograd.grad(lp.sum() * sc, A, retain_graph=sc > 1)
+                if bool(torch.isfinite(g).all()) or sc <= 1: break
+                sc /= 16
+            g = g.float() / sc
+            if objective == 'prob': g = g * lp.detach().exp()[:, None]
+            if not torch.isfinite(g).all(): raise FloatingPointError(f"integrated gradients are not finite for {prompt!r} -> {target!r}: the model's output is NaN or inf")
+            G.index_add_(0, li, g)
     out = torch.zeros(ad.n_layers, ad.d_mlp)
     out[layers] = (W * G / steps).cpu()
     return out
@@ -288,6 +299,19 @@ def kn_edit(model:nn.Module, tok, # model and tokenizer
                              min_prompts=min_prompts, **{k: (list(v) if isinstance(v, range) else v) for k, v in kn_kwargs.items()}),
                 neuron_info=info, seconds=dict(locate=t1 - t0, update=time.perf_counter() - t1))
     return WeightDelta(deltas, meta)
+
+# %% ../nbs/31_knowledge_neurons.ipynb #f40e19a7
+from .registry import register
+
+@register('KN', 'editing', 'WeightDelta', 'Dai et al. 2022, Knowledge Neurons in Pretrained Transformers (ACL 2022, arXiv:2104.08696)',
+          defaults=dict(layers=None), batch=False, approach='locate-then-edit',
+          seed_claims=dict(ES='locate-then-edit: excellent', PS='excellent', NS='excellent'))
+def kn_editor(model:nn.Module, tok, # the model to edit and its tokenizer
+              layers:list[int]|None): # layers searched for neurons (None: the upper half)
+    "knowledge neurons by integrated gradients, value vectors rewritten (31_knowledge_neurons)"
+    n = adapter(model).n_layers
+    layers = list(range(n // 2, n)) if layers is None else layers
+    return lambda m, t, r: kn_edit(m, t, r, layers=layers)
 
 # %% ../nbs/31_knowledge_neurons.ipynb #5e93063e
 def kn_effects(model:nn.Module, tok, # model and tokenizer

@@ -15,7 +15,7 @@ from .models import adapter, fingerprint
 from .hooks import intervene, hook_name, forward, encode
 from .artifacts import Intervention, Term, WeightDelta, LowRank
 from .evaluate import QA_TEMPLATE, encode_prompt, encode_target, _pad, target_logprobs, generate
-from .finetune import completion_loss
+from .finetune import completion_loss, LossScale
 
 # %% auto #0
 __all__ = ['TaskData', 'completions', 'preferences', 'tqa_preferences', 'icl_completions', 'seq_logprobs', 'dpo_loss',
@@ -162,7 +162,7 @@ def _train(model:nn.Module, tok, data:TaskData, params:list[torch.Tensor], fns_o
         raise ValueError(f"ref must be (chosen, rejected) log-probs for the {len(data)} pairs; compute it with reference_logprobs(model, tok, data)")
     named = dict(model.named_parameters()); flags = {n: p.requires_grad for n, p in named.items()}
     was_training, rows = model.training, []
-    opt = torch.optim.Adam(params, lr=lr)
+    opt = torch.optim.Adam(params, lr=lr); scaler = LossScale(model)   # loss scaling through a float16 model
     try:
         keep = {id(p) for p in params}
         for p in named.values(): p.requires_grad_(id(p) in keep)   # the model frozen, except `params` that live in it (LoRA)
@@ -182,8 +182,8 @@ def _train(model:nn.Module, tok, data:TaskData, params:list[torch.Tensor], fns_o
                         task = dpo_loss(lp[:len(idx)], lp[len(idx):], ref[0][idx], ref[1][idx], beta)
                     pen = penalty() if penalty else torch.zeros(())
                     loss = task + pen
-                    opt.zero_grad(set_to_none=True); loss.backward()
-                opt.step()
+                    opt.zero_grad(set_to_none=True); scaler(loss).backward()
+                if scaler.unscale(params): opt.step()
                 rows.append(dict(step=step, loss=float(loss.detach()), task_loss=float(task.detach()), penalty=float(pen.detach()),
                                  seconds=time.perf_counter() - t0))
                 bar.set_postfix(loss=f"{rows[-1]['loss']:.3f}")
@@ -268,6 +268,11 @@ def bias_tune(model:nn.Module, tok, # model (left unchanged) and tokenizer
                 hparams=dict(steps=steps, lr=lr, batch_size=batch_size, beta=beta, init_std=init_std, seed=seed,
                              loss=data.kind, n_examples=len(data)))
     return Intervention([Term(hook_name(L, 'attn.hook_z'), v) for L, v in sorted(vecs.items())], meta), curve
+
+# %% ../nbs/40_lofit.ipynb #ee36d2b8
+from .registry import register
+register('LoFiT', 'steering', 'Intervention', 'Yin et al. 2024, LoFiT: Localized Fine-tuning on LLM Representations (NeurIPS 2024, arXiv:2406.01563)',
+         doc="one trained bias per chosen head at attn.hook_z (heads chosen by scale tuning)")(bias_tune)
 
 # %% ../nbs/40_lofit.ipynb #fb4efa52
 def lora_tune(model:nn.Module, tok, # model (left unchanged) and tokenizer

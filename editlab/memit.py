@@ -15,11 +15,12 @@ from .models import adapter, fingerprint, check_layer, is_conv1d, model_device
 from .hooks import intervene, capture, forward, hook_name
 from .artifacts import WeightDelta, LowRank
 from .evaluate import encode_prompt, subject_span, _pad, edit_scores, perplexity
-from .rome import (layer_stats, context_prefixes, edit_contexts, compute_v, check_request, solve_psd, subject_acts)
+from .rome import (layer_stats, context_prefixes, edit_contexts, compute_v, check_request, solve_psd, subject_acts,
+                          _check_update)
 from .sequential import sequential_study
 
 # %% auto #0
-__all__ = ['memit', 'sequential']
+__all__ = ['memit', 'memit_editor', 'sequential']
 
 # %% ../nbs/33_memit.ipynb #fb7172cf
 def _site_acts(model, tok, requests, contexts_of, hooks:list[str]):
@@ -51,11 +52,24 @@ def memit(model:nn.Module, tok, # model and tokenizer
     if len(requests) == 0: raise ValueError("no edit requests")
     layers = sorted({check_layer(ad, l) for l in layers})
     if not layers: raise ValueError("no layers to edit")
-    for r in requests:
+    seen = {}
+    for i, r in enumerate(requests):
         check_request(r); subject_span(tok, r['prompt'], r['subject'])
+        # one subject and relation cannot be given two answers in one update: the least-squares solve would average them
+        key = (r['subject'].strip(), r.get('relation_id') or r['prompt'].replace(r['subject'], '{}', 1).strip())
+        j = seen.setdefault(key, i)
+        if j != i and requests[j]['target_new'].strip() != r['target_new'].strip():
+            raise ValueError(f"requests {j} and {i} contradict: subject {key[0]!r} and relation {key[1]!r} with target_new "
+                             f"{requests[j]['target_new']!r} and {r['target_new']!r}; keep one of them")
     stats = stats or {}
     for l, C in stats.items():
         if tuple(C.shape) != (ad.d_mlp, ad.d_mlp): raise ValueError(f"stats for layer {l} have shape {tuple(C.shape)}, need {(ad.d_mlp, ad.d_mlp)}")
+        if not torch.isfinite(C).all(): raise ValueError(f"stats for layer {l} contain NaN or Inf values: recompute them with `layer_stats`")
+    if stats:   # statistics for some layers but not an edited one would silently fall back to the identity there
+        missing = [l for l in layers if l not in stats]
+        if missing: raise ValueError(f"stats are given for layer(s) {sorted(stats)} but not for the edited layer(s) {missing}: pass "
+                                     "`layer_stats` for every edited layer, or no stats at all (the identity)")
+        stats = {l: stats[l] for l in layers}   # statistics of layers not edited play no part, and are not recorded
     prefixes = context_prefixes(model, tok, lengths=((10, 5),)) if prefixes is None else prefixes
     ctx = lambda r: edit_contexts(r['prompt'], prefixes)
     last = layers[-1]; z_hook = hook_name(last, 'hook_resid_post')
@@ -87,6 +101,7 @@ def memit(model:nn.Module, tok, # model and tokenizer
             U, V = R.float(), A.T.float()
             lr = LowRank(V.T.contiguous(), U.T.contiguous()) if is_conv1d(ad.down(l)) else LowRank(U, V)
             name = ad.param_name(l, 'down'); out[name] = lr
+            _check_update(ad.down(l).weight, lr, name, "the targets are already reached at this layer")
             applied.append(WeightDelta({name: lr}).apply(model, strict=False))
     finally:
         for a in reversed(applied): a.undo()
@@ -99,6 +114,22 @@ def memit(model:nn.Module, tok, # model and tokenizer
     res = WeightDelta(out, meta)
     res.targets = dict(layer=last, Z=Z, logs=logs)   # reusable by another `memit` call (not saved with the artifact)
     return res
+
+# %% ../nbs/33_memit.ipynb #af4595e6
+from .registry import register, frac_layer
+from .rome import stats_corpus
+
+@register('MEMIT', 'editing', 'WeightDelta', 'Meng et al. 2023, Mass-Editing Memory in a Transformer (ICLR 2023, arXiv:2210.07229)',
+          defaults=dict(layers=(2, 3, 4), lam=1e3, corpus=None, n_tokens=50_000), batch=True, approach='locate-then-edit',
+          seed_claims=dict(ES='excellent', PS='excellent', NS='excellent', cost='thousands of edits at once'))
+def memit_editor(model:nn.Module, tok, # the model to edit and its tokenizer
+                 layers:tuple, # edited layers, as layers of the 30-layer model (`registry.frac_layer`)
+                 lam:float, # weight of the key covariance against the new keys
+                 corpus:str|Path|None, n_tokens:int): # text and token count for the key statistics (`rome.stats_corpus`)
+    "all records at once, spread over several layers (33_memit)"
+    Ls = sorted({frac_layer(model, l) for l in layers})
+    stats = {l: layer_stats(model, tok, l, stats_corpus(corpus), n_tokens=n_tokens, progress=False) for l in Ls}
+    return lambda m, t, rs: memit(m, t, rs, Ls, stats=stats, lam=lam, progress=False)
 
 # %% ../nbs/33_memit.ipynb #57739f65
 def sequential(model:nn.Module, tok, # model and tokenizer

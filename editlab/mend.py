@@ -22,7 +22,7 @@ from .evaluate import encode_prompt, encode_target, _pad
 # %% auto #0
 __all__ = ['mend_targets', 'edit_grads', 'EditorNet', 'MendEditor', 'save_editor_net', 'load_editor_net', 'load_editor',
            'check_edit_batch', 'factors_delta', 'mend_edit', 'low_rank_hooks', 'mend_step', 'train_editor_loop',
-           'train_mend', 'plot_mend_curve']
+           'train_mend', 'mend_editor', 'plot_mend_curve']
 
 # %% ../nbs/45_mend.ipynb #75a067de
 def mend_targets(model:nn.Module, # any supported model
@@ -444,6 +444,26 @@ def train_mend(model:nn.Module, tok, # frozen model and tokenizer
     ed.meta = dict(settings=settings, n_records=len(records), curve=curve.to_dict('records'))
     if cache: ed.save(path)
     return ed, curve
+
+# %% ../nbs/45_mend.ipynb #a41d2e6c
+from .registry import register, get_method, default_file
+from .data import load_counterfact
+
+@register('MEND', 'editing', 'WeightDelta', 'Mitchell et al. 2022, Fast Model Editing at Scale (ICLR 2022, arXiv:2110.11309)',
+          defaults=dict(train=None, n_train=1800, steps=150, batch_size=4, c_edit=0.1, c_loc=1.0, seed=0), batch=False,
+          approach='meta-learning', seed_claims=dict(ES='good', cost='costly training, then an efficient edit with few parameters'))
+def mend_editor(model:nn.Module, tok, # the model to edit and its tokenizer
+                train:str|Path|None, n_train:int, # CounterFact training file (None: the shared train-2000) and records used
+                steps:int, batch_size:int, c_edit:float, c_loc:float, seed:int): # `train_mend`'s settings
+    "editor networks map the edit's rank-one gradients to a low-rank update; trained once, cached (45_mend)"
+    path = default_file(train, 'counterfact/counterfact-train-2000.json')
+    ed, _ = train_mend(model, tok, load_counterfact(path, n_train), steps=steps, batch_size=batch_size, c_edit=c_edit,
+                       c_loc=c_loc, seed=seed, progress=False)   # read from the cache when this editor was trained before
+    return lambda m, t, r: mend_edit(m, t, r, ed)
+
+register('MEND (400 steps)', 'editing', 'WeightDelta', 'Mitchell et al. 2022 (arXiv:2110.11309), trained longer',
+         defaults={**get_method('MEND', load=False).defaults, 'steps': 400}, batch=False, approach='meta-learning',
+         doc="MEND with the editor trained 400 steps instead of 150 (45_mend's full-length run; cached)")(mend_editor)
 
 # %% ../nbs/45_mend.ipynb #b15ceb51
 def plot_mend_curve(curve:pd.DataFrame, # from `train_mend` (or `train_ke`, `train_enn`: the same columns)

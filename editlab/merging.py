@@ -14,8 +14,8 @@ from .artifacts import WeightDelta
 from .task_vectors import check_checkpoints, _is_float
 
 # %% auto #0
-__all__ = ['MERGE_METHODS', 'CHUNK', 'MergeSpec', 'merge_method', 'merge_spec', 'task_arithmetic', 'ties', 'dare', 'dare_ties',
-           'kth_largest_abs', 'merge_tensor', 'merge', 'SafetensorsWriter', 'merge_checkpoints']
+__all__ = ['MERGE_METHODS', 'CHUNK', 'MergeSpec', 'MergeMethods', 'merge_method', 'merge_spec', 'task_arithmetic', 'ties', 'dare',
+           'dare_ties', 'kth_largest_abs', 'merge_tensor', 'merge', 'SafetensorsWriter', 'merge_checkpoints']
 
 # %% ../nbs/11_merging.ipynb #aeb6ad02
 @dataclass(frozen=True)
@@ -38,39 +38,57 @@ class MergeSpec:
         if self.trim not in ('tensor', 'global'): raise ValueError(f"trim must be 'tensor' or 'global', got {self.trim!r}")
         return self
 
-MERGE_METHODS = {}
+import difflib
+from collections.abc import MutableMapping
+from .registry import REGISTRY, register
 
-def merge_method(fn=None, *, name:str|None=None):
-    "Decorator: register `fn(**hyper-parameters) -> MergeSpec` as a merge method under its name"
+class MergeMethods(MutableMapping):
+    "The registry's merging methods as `{name: fn(**hp) -> MergeSpec}`: one registry for every method (`registry.methods('merging')`)"
+    def _names(self): return [n for n, m in REGISTRY.items() if m.family == 'merging']
+    def __getitem__(self, name):
+        m = REGISTRY.get(name)
+        if m is None or m.family != 'merging': raise KeyError(name)
+        return m.fn
+    def __setitem__(self, name, f): merge_method(f, name=name)
+    def __delitem__(self, name): self[name]; del REGISTRY[name]
+    def __iter__(self): return iter(self._names())
+    def __len__(self): return len(self._names())
+    def __repr__(self): return f"MergeMethods({', '.join(self)})"
+
+MERGE_METHODS = MergeMethods()
+
+def merge_method(fn=None, *, name:str|None=None, # the method's name (default: the function's)
+                 paper:str='user-defined'): # the paper it implements
+    "Decorator: register `fn(**hyper-parameters) -> MergeSpec` as a merge method under its name (`registry.register`, family 'merging')"
     def reg(f):
-        MERGE_METHODS[name or f.__name__] = f
-        return f
+        return register(name or f.__name__, 'merging', 'WeightDelta', paper, returns='MergeSpec')(f)
     return reg(fn) if fn is not None else reg
 
 def merge_spec(method:str|MergeSpec, **hp)->MergeSpec:
     "The checked `MergeSpec` of a registered method with hyper-parameters `hp`"
     if isinstance(method, MergeSpec): return method.check()
     if method not in MERGE_METHODS:
-        raise ValueError(f"unknown merge method {method!r}; registered: {', '.join(sorted(MERGE_METHODS))}")
+        close = difflib.get_close_matches(str(method), list(MERGE_METHODS), n=3)
+        raise ValueError(f"unknown merge method {method!r}; " + (f"closest: {', '.join(map(repr, close))}" if close else f"registered: {', '.join(sorted(MERGE_METHODS))}"))
     return MERGE_METHODS[method](**hp).check()
 
 # %% ../nbs/11_merging.ipynb #4eb61815
-@merge_method
+@merge_method(paper='Ilharco et al. 2023, Editing Models with Task Arithmetic (ICLR 2023, arXiv:2212.04089)')
 def task_arithmetic(lam:float=1.0)->MergeSpec:
     "θ = θ_base + λ Σ wᵢ τᵢ (Ilharco et al. 2023)"
     return MergeSpec(lam=lam)
 
-@merge_method
+@merge_method(paper='Yadav et al. 2023, TIES-Merging: Resolving Interference When Merging Models (NeurIPS 2023, arXiv:2306.01708)')
 def ties(density:float=0.2, lam:float=1.0, trim:str='tensor', weighted_election:bool=False, normalize:bool=True)->MergeSpec:
     "trim to top-k% by |τ|, elect sign by Σ τ̂ᵢ, disjoint (weighted) mean, × λ (Yadav et al. 2023)"
     return MergeSpec(density=density, trim=trim, elect=True, weighted_election=weighted_election, normalize=normalize, lam=lam)
 
-@merge_method
+@merge_method(paper='Yu et al. 2024, Language Models are Super Mario: Absorbing Abilities from Homologous Models as a Free Lunch (ICML 2024, arXiv:2311.03099)')
 def dare(p:float=0.9, lam:float=1.0, rescale:bool=True)->MergeSpec:
     "drop each entry with probability p, rescale by 1/(1−p), λ Σ wᵢ τ̂ᵢ (Yu et al. 2024)"
     return MergeSpec(drop=p, rescale=rescale, lam=lam)
 
-@merge_method
+@merge_method(paper='Yu et al. 2024 (arXiv:2311.03099) with TIES (arXiv:2306.01708), as in mergekit')
 def dare_ties(p:float=0.9, density:float=1.0, lam:float=1.0, weighted_election:bool=False)->MergeSpec:
     "DARE first (drop p, rescale), then TIES (trim to density, elect sign, disjoint mean)"
     return MergeSpec(drop=p, density=density, elect=True, weighted_election=weighted_election, normalize=True, lam=lam)

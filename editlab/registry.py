@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Callable
 import pandas as pd
 from .models import adapter
-from .data import data_dir
+from .data import data_file
 
 # %% auto #0
 __all__ = ['FAMILIES', 'REGISTRY', 'Method', 'register', 'load_methods', 'get_method', 'family_methods', 'methods', 'frac_layer',
@@ -88,14 +88,14 @@ def _notebook(module:str)->str:
 
 def load_methods(force:bool=False # import again even when done before
                 )->list[str]:
-    "Import every `editlab` module that declares methods through this registry; return their names"
+    "Import every `editlab` module that declares methods (imports this registry and calls `register`); return their names"
     global _LOADED
     import editlab
     here, mods = Path(editlab.__file__).parent, []
     for info in pkgutil.iter_modules([str(here)]):
         if info.name in ('registry', '_modidx') or info.ispkg: continue
         src = (here/f'{info.name}.py').read_text(encoding='utf-8')
-        if 'from .registry import' in src or 'from editlab.registry import' in src:
+        if ('from .registry import' in src or 'from editlab.registry import' in src) and re.search(r'\bregister\(', src):   # declares methods
             nb = _re_src.search(src[:600])
             mods.append((nb.group(1) if nb else '', f'editlab.{info.name}'))
     mods = [m for _, m in sorted(mods)]   # the notebooks' order
@@ -151,7 +151,6 @@ def frac_layer(model, # the model the method runs on
 def default_file(given:str|Path|None, # a file the caller gave, or None
                  name:str, # the default, relative to the shared data folder
                 )->Path:
-    "`given` as a path, else the shared data's `name`"
+    "`given` as a path, else the data file `name` through `data.data_file` ($EDITLAB_DATA, the cache, or the checked download)"
     if given is not None: return Path(given)
-    if data_dir() is None: raise FileNotFoundError(f"no shared data folder for the default file {name}: pass the file or set $EDITLAB_DATA")
-    return data_dir()/name
+    return data_file(name)

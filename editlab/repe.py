@@ -19,7 +19,7 @@ from .data import assets_dir
 # %% auto #0
 __all__ = ['ANSWER_PROMPT', 'true_false_statements', 'reading_vectors', 'reading_scores', 'fit_thresholds', 'threshold_accuracy',
            'pair_accuracy', 'reading_accuracy', 'plot_accuracy', 'lat_scan', 'plot_lat_scan', 'truth_margin',
-           'control_effect']
+           'control_effect', 'repe_control']
 
 # %% ../nbs/21_repe.ipynb #aa804a27
 ANSWER_PROMPT = "Statement: {}\nIs this statement true or false? Answer:"
@@ -255,3 +255,19 @@ def control_effect(model:nn.Module, tok, # model and tokenizer
             if groups is not None: r['pair_acc'] = float(pair_accuracy(torch.tensor(mg)[:, None], y, groups)[0])
             rows.append(r)
     return pd.DataFrame(rows)
+
+# %% ../nbs/21_repe.ipynb #d62580b0
+from .registry import register
+
+@register('RepE', 'steering', 'Intervention', 'Zou et al. 2023, Representation Engineering: A Top-Down Approach to AI Transparency (arXiv:2310.01405)')
+def repe_control(model:nn.Module, tok, # model and tokenizer
+                 statements:list[str], labels, # stimuli and their labels (1 true, 0 false)
+                 layers=(12, 14, 16), # residual streams where the reading vectors are added
+                 alpha:float=16.0, # strength, on unit reading vectors
+                 groups:list|None=None, # twin ids: pair within groups (see `reading_vectors`)
+                 template:str='{}', # wraps each statement
+                )->Intervention:
+    "reading vectors from labelled statements, added at a band of layers"
+    hooks = [f'blocks.{L}.hook_resid_post' for L in layers]
+    vs = reading_vectors(model, tok, statements, labels, hooks=hooks, groups=groups, template=template)
+    return steering(vs, alpha, positions='all', model=model, recipe='RepE control')

@@ -17,10 +17,11 @@ from .models import adapter, fingerprint, check_layer, cache_dir, is_conv1d, mod
 from .hooks import intervene, capture, encode, forward, hook_name, get_activations, StopForward, _accepts_position_ids, kv_cache, cache_kwarg
 from .artifacts import WeightDelta, LowRank
 from .evaluate import encode_prompt, encode_target, subject_span, _pad
+from .finetune import LossScale
 
 # %% auto #0
 __all__ = ['STARTERS', 'stats_key', 'layer_stats', 'context_prefixes', 'edit_contexts', 'subject_acts', 'subject_keys',
-           'compute_v', 'solve_psd', 'rank_one_update', 'check_request', 'rome']
+           'compute_v', 'solve_psd', 'rank_one_update', 'check_request', 'rome', 'stats_corpus', 'rome_editor']
 
 # %% ../nbs/32_rome.ipynb #78c8178c
 def _key_inputs(model:nn.Module, layer:int)->list[tuple[str, torch.Tensor]]:
@@ -241,6 +242,7 @@ def compute_v(model:nn.Module, tok, # model and tokenizer
     target = clean[:n_rw].mean(0)
     delta = torch.zeros_like(target, requires_grad=True)
     opt = torch.optim.Adam([delta], lr=lr)
+    scaler, checked = LossScale(model), False    # loss scaling through a float16 model; step 0's gradient checked
     tgt = torch.tensor(T)
     flags = [p.requires_grad for p in model.parameters()]
     log = []
@@ -259,7 +261,17 @@ def compute_v(model:nn.Module, tok, # model and tokenizer
                 log.append(dict(step=step, loss=float(loss.detach()), nll=float(nll.detach()), kl=float(kl.detach()),
                                 delta_norm=float(delta.detach().norm()), p_target=float(tok_lp.detach().sum(1).exp().mean())))
                 if log[-1]["nll"] < stop_nll or step == steps - 1: break
-                opt.zero_grad(); loss.backward(); opt.step()
+                # at delta = 0 the KL and decay terms have zero gradient, so the first gradient is the NLL's alone: exactly
+                # zero means no offset here moves the target (an edit would be noise, or silently nothing)
+                opt.zero_grad(); scaler(loss if checked else nll).backward()
+                if not scaler.unscale([delta]): continue       # float16 overflow: step skipped, scale halved
+                if not checked and not delta.grad.any():
+                    raise ValueError(f"the probability of {target_new!r} does not depend on an offset at {name} at the subject's last "
+                                     "token (its gradient is exactly zero): the tokens that predict the target do not read this position "
+                                     f"at layer {layer} (is it the last block?){' or the gradient underflowed in float16' if scaler.s != 1 else ''}; "
+                                     "edit an earlier layer")
+                checked = True
+                opt.step()
             with torch.no_grad():
                 mx = clamp_norm * target.norm()
                 if delta.norm() > mx: delta.mul_(mx / delta.norm())
@@ -289,6 +301,10 @@ def solve_psd(C:torch.Tensor, # symmetric positive semi-definite [m, m]
              )->torch.Tensor:
     "Solve (C + ridge·I) X = B in float64 by Cholesky, adding a growing ridge (with a warning) when C is singular"
     C = C.double(); B = B.double()
+    for x, nm in ((C, what), (B, 'the right-hand side')):   # NaN would otherwise pass as "singular" and get a meaningless ridge
+        if not torch.isfinite(x).all():
+            raise ValueError(f"{nm} contain{'s' if nm == 'the right-hand side' else ''} {int(x.isnan().sum())} NaN and "
+                             f"{int(x.isinf().sum())} Inf values: recompute them (a float16 overflow, or a damaged cache file?)")
     m = C.shape[0]; eye = torch.eye(m, dtype=torch.float64)
     lam, base = float(ridge), 1e-6 * float(torch.trace(C)) / m or 1e-12
     for _ in range(12):
@@ -325,6 +341,19 @@ def check_request(record:dict)->dict:
         raise ValueError(f"target_new {tn!r} equals target_true: there is nothing to edit")
     return record
 
+def _check_update(W:torch.Tensor, # the weight the update is for
+                  lr:LowRank, # the update
+                  name:str, # the weight's name
+                  why:str, # the likely reason when the update is zero
+                 ):
+    "Never a silent no-op: a non-finite update is an error; a zero one, or one lost in the weight's dtype, a warning"
+    dW = lr.dense()
+    if not torch.isfinite(dW).all(): raise ValueError(f"the update of {name} is not finite (NaN or Inf): nothing to apply")
+    if not dW.any(): warnings.warn(f"the update of {name} is exactly zero: {why}", stacklevel=3)
+    elif torch.equal((W.detach().float() + dW.to(W.device)).to(W.dtype), W.detach()):
+        warnings.warn(f"the update of {name} (norm {float(dW.norm()):.3g}) is below the resolution of its {W.dtype} weights: "
+                      "applying it changes nothing; edit in a wider dtype", stacklevel=3)
+
 def rome(model:nn.Module, tok, # model and tokenizer
          record:dict, # {prompt, subject, target_new[, target_true]}: the prompt contains the subject
          layer:int, # block whose down projection is edited
@@ -340,6 +369,8 @@ def rome(model:nn.Module, tok, # model and tokenizer
     if stats is not None and tuple(stats.shape) != (ad.d_mlp, ad.d_mlp):
         raise ValueError(f"stats have shape {tuple(stats.shape)}; layer {layer}'s keys need {(ad.d_mlp, ad.d_mlp)} — "
                          "were they computed for another model or layer?")
+    if stats is not None and not torch.isfinite(stats).all():
+        raise ValueError(f"stats for layer {layer} contain NaN or Inf values: recompute them with `layer_stats`")
     t0 = time.perf_counter()
     prefixes = context_prefixes(model, tok) if prefixes is None else prefixes
     contexts = edit_contexts(record['prompt'], prefixes)
@@ -352,9 +383,32 @@ def rome(model:nn.Module, tok, # model and tokenizer
     lr = rank_one_update(k, delta, C, conv1d=is_conv1d(ad.down(layer)))
     t3 = time.perf_counter()
     name = ad.param_name(layer, 'down')
+    _check_update(ad.down(layer).weight, lr, name, f"v* did not move (its NLL was {log.nll.iloc[0]:.3g} at step 0: the model "
+                  "may already predict target_new)")
     meta = dict(method='ROME', layer=layer, param=name, fingerprint=fingerprint(model), subject=record['subject'],
                 prompt=record['prompt'], target_new=record['target_new'], target_true=record.get('target_true'),
                 hparams=dict(n_contexts=len(contexts), stats=stats is not None, **v_kwargs),
                 seconds=dict(key=t1-t0, value=t2-t1, update=t3-t2), delta_norm=float(lr.dense().norm()),
                 v_steps=len(log), p_target=[float(log.p_target.iloc[0]), float(log.p_target.iloc[-1])])
     return WeightDelta({name: lr}, meta)
+
+# %% ../nbs/32_rome.ipynb #969555ea
+from .registry import register, frac_layer
+from .data import wikitext_path
+
+def stats_corpus(corpus:str|Path|None=None, # a text file; None: WikiText-2 validation (`data.wikitext_path`); 'model-samples': none
+                )->Path|None:
+    "The text for key statistics: a missing file is an error, never a silent switch; only `corpus='model-samples'` returns None (`layer_stats` then samples text from the model itself)"
+    if corpus == 'model-samples': return None
+    return wikitext_path(corpus)
+
+@register('ROME', 'editing', 'WeightDelta', 'Meng et al. 2022, Locating and Editing Factual Associations in GPT (NeurIPS 2022, arXiv:2202.05262)',
+          defaults=dict(layer=4, corpus=None, n_tokens=50_000), batch=False, approach='locate-then-edit',
+          seed_claims=dict(ES='excellent (GPT-J)', PS='excellent (GPT-J)', NS='excellent (GPT-J)'))
+def rome_editor(model:nn.Module, tok, # the model to edit and its tokenizer
+                layer:int, # the edited layer, as a layer of the 30-layer model (`registry.frac_layer`)
+                corpus:str|Path|None, n_tokens:int): # text and token count for the key statistics (`stats_corpus`)
+    "rank-one update of one down projection with key statistics (32_rome)"
+    L = frac_layer(model, layer)
+    C = layer_stats(model, tok, L, stats_corpus(corpus), n_tokens=n_tokens, progress=False)
+    return lambda m, t, r: rome(m, t, r, L, stats=C)

@@ -133,8 +133,8 @@ def sequential_study(model:nn.Module, tok, # model and tokenizer
                 raise ValueError(f"the editor returned a model ({type(out).__name__}) that does not wrap the model under study "
                                  "(its `base` must be the `model` passed here)")
             if not isinstance(out, (Artifact, nn.Module)):
-                raise TypeError(f"the editor returned {type(out).__name__}; it must return an Artifact (WeightDelta, Codebook, ...) "
-                                "or a model wrapping the base model (SeracModel)")
+                raise TypeError(f"the editor returned {type(out).__name__}; it must return an Artifact (WeightDelta, Intervention, ...) "
+                                "or a model wrapping the base model (an edit memory that routes inputs)")
             keep(out); art = out
             secs += time.perf_counter() - t
             done += len(new); bar.update(len(new))

@@ -21,7 +21,7 @@ from .grace import entry_index
 
 # %% auto #0
 __all__ = ['TEMPLATE', 'pool_prefixes', 'ScopeClassifier', 'best_edit', 'route_metrics', 'train_scope', 'edit_statement',
-           'SeracModel', 'scope_report']
+           'SeracModel', 'serac_editor', 'scope_report']
 
 # %% ../nbs/38_serac.ipynb #913e4005
 def pool_prefixes(x:torch.Tensor, # [b, q, d] residual states
@@ -386,6 +386,38 @@ def _load(cls, path:str|Path, base:nn.Module, tok, # file from `save`; the model
     return s
 
 SeracModel.save, SeracModel.load = _save, _load
+
+# %% ../nbs/38_serac.ipynb #dea0ceb4
+from .artifacts import Applied
+from .registry import register, default_file
+from .data import load_counterfact
+
+def _serac_apply(self:SeracModel, model:nn.Module, # the model this memory routes (its `base`); a function: torch's `Module.apply`
+                )->Applied:
+    "Attach this memory's routing to `model`: a handle whose `model` is the routed model to call (the base is not changed)"
+    if not isinstance(model, nn.Module): return nn.Module.apply(self, model)
+    if model is not self.base:
+        raise ValueError("this SERAC memory routes another model: apply it to the model it was built on (its `base`)")
+    h = Applied(lambda: None, f"SERAC memory of {len(self)} edits")
+    h.model = self
+    return h
+
+SeracModel.apply = _serac_apply
+
+@register('SERAC', 'editing', 'SeracModel', 'Mitchell et al. 2022, Memory-Based Model Editing at Scale (ICML 2022, arXiv:2206.06520)',
+          defaults=dict(train=None, n_train=2000, layer=3), batch=False, approach='knowledge cache',
+          seed_claims=dict(NS='high: external methods leave the model alone, so locality is guaranteed',
+                           cost='efficient and direct: no gradient needed; storage grows', ES='high',
+                           PS='low-moderate: a lookup, not internalised knowledge', portability='low: not internalised'))
+def serac_editor(model:nn.Module, tok, # the model to edit and its tokenizer
+                 train:str|Path|None, n_train:int, # CounterFact training file (None: the shared train-2000) and records used
+                 layer:int): # the classifier's layer (capped at the model's last)
+    "edit memory + scope classifier + the base model prompted with the edit; returns a wrapped model (38_serac)"
+    path = default_file(train, 'counterfact/counterfact-train-2000.json')
+    clf = train_scope(model, tok, load_counterfact(path, n_train), layer=min(layer, adapter(model).n_layers - 1), progress=False)
+    def editor(m, t, rs):   # one memory per call: a single record or a list edited together
+        return SeracModel(m, t, clf).edit(rs)
+    return editor
 
 # %% ../nbs/38_serac.ipynb #be22568f
 def scope_report(clf:ScopeClassifier, model:nn.Module, tok, # classifier, its base model and tokenizer

@@ -13,22 +13,14 @@ from .editors import EDIT_METHODS, make_editor
 from .evaluate import summarize
 
 # %% auto #0
-__all__ = ['SEED_CLAIMS', 'run_table_study', 'cost_study', 'table52', 'plot_table52']
+__all__ = ['seed_claims', 'run_table_study', 'cost_study', 'table52', 'plot_table52']
 
 # %% ../nbs/48_editor_table.ipynb #768203d9
-_EXT = dict(NS='high: external methods leave the model alone, so locality is guaranteed',
-            cost='storage grows with every edit')
-SEED_CLAIMS = {   # method: {criterion: the seed's claim, paraphrased from §5.2}
-    'SERAC': dict(_EXT, ES='high', PS='low-moderate: a lookup, not internalised knowledge', portability='low: not internalised',
-                  cost='efficient and direct: no gradient needed; storage grows'),
-    'CaliNET': dict(_EXT), 'T-Patcher': dict(_EXT), 'GRACE': dict(_EXT),
-    'KE': dict(ES='good', NS='kept by a KL margin during training', cost='costly, complex training'),
-    'MEND': dict(ES='good', cost='costly training, then an efficient edit with few parameters'),
-    'ENN': dict(cost='training costs a lot on large models'),
-    'KN': dict(ES='locate-then-edit: excellent', PS='excellent', NS='excellent'),
-    'ROME': dict(ES='excellent (GPT-J)', PS='excellent (GPT-J)', NS='excellent (GPT-J)'),
-    'MEMIT': dict(ES='excellent', PS='excellent', NS='excellent', cost='thousands of edits at once'),
-}
+from .registry import family_methods
+
+def seed_claims()->dict:
+    "{method: {criterion: the seed's claim}}: what each registered editor declares as `seed_claims=` (paraphrased from §5.2)"
+    return {n: dict(m.extra['seed_claims']) for n, m in family_methods('editing').items() if 'seed_claims' in m.extra}
 
 # %% ../nbs/48_editor_table.ipynb #40218de3
 def _have(save, name:str, n:int)->bool:

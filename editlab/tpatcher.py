@@ -17,12 +17,13 @@ from .hooks import add_hook, intervene, capture, forward, encode, hook_name
 from .artifacts import Artifact, Applied
 from .evaluate import encode_prompt, encode_target, check_records
 from .rome import _logits
+from .finetune import LossScale
 from .grace import entry_index, check_widths
-from .data import data_dir
+from .data import load_wikitext
 
 # %% auto #0
-__all__ = ['ACTS', 'WIKITEXT', 'PatchSet', 'attach_patches', 'wikitext_sentences', 'memory_inputs', 'patch_losses', 'train_patch',
-           'tpatch_edit']
+__all__ = ['ACTS', 'PatchSet', 'attach_patches', 'wikitext_sentences', 'memory_inputs', 'patch_losses', 'train_patch',
+           'tpatch_edit', 'tpatcher_editor']
 
 # %% ../nbs/36_tpatcher.ipynb #422a5ce1
 ACTS = {'relu': F.relu, 'gelu': F.gelu, 'silu': F.silu}
@@ -113,21 +114,20 @@ def _apply_patches(self:PatchSet, model:nn.Module, # the model the patches were 
 PatchSet._check_widths, PatchSet.apply = _check_widths, _apply_patches
 
 # %% ../nbs/36_tpatcher.ipynb #1bc08245
-WIKITEXT = str((data_dir() or Path('shared/data'))/'corpus/wikitext-2-valid.txt')   # the default memory text (see `data.data_dir`)
-
 def wikitext_sentences(n:int=32, # how many sentences
-                       path:str|Path=WIKITEXT, # a text file, one paragraph a line
+                       path:str|Path|None=None, # a text file, one paragraph a line; None: WikiText-2 validation (`data.load_wikitext`)
+                       sample:bool=False, # read the WikiText-2 sample shipped with editlab instead of the full file
                        min_chars:int=40, max_chars:int=300)->list[str]:
     "The first `n` sentences of at least `min_chars` characters (truncated at `max_chars`) from a WikiText file"
     out = []
-    for line in Path(path).read_text(encoding='utf-8').splitlines():
+    for line in load_wikitext(path, sample=sample).splitlines():
         line = line.strip()
         if not line or line.startswith('='): continue
         for s in line.split(' . '):
             s = s.strip()
             if len(s) >= min_chars: out.append(s[:max_chars] + '.')
             if len(out) >= n: return out
-    if not out: raise ValueError(f"no sentence of {min_chars}+ characters in {path}")
+    if not out: raise ValueError(f"no sentence of {min_chars}+ characters in {path or 'WikiText-2'}")
     return out
 
 @torch.no_grad()
@@ -209,13 +209,14 @@ def train_patch(model:nn.Module, tok, # model (frozen) and tokenizer
         v = torch.zeros(ad.d_model, requires_grad=True)
         mem = memory.float().to(x.device)
         fast, norm = _fast_path(ad, L), ad.final_norm
-        opt = torch.optim.Adam([k, b, v], lr=lr)
+        opt = torch.optim.Adam([k, b, v], lr=lr); scaler = LossScale(model)   # loss scaling through a float16 model
         for step in range(steps):
             with torch.enable_grad():
                 a = x @ k + b                                           # [t]
                 if fast:
                     h = h0 + f(a)[:, None] * (amplify * v)[None]
-                    h = norm(h[None].to(h0.dtype))[0] if norm is not None else h
+                    h = h.to(ad.embed.weight.dtype)   # back to the residual stream dtype (fp32 maths above, the model dtype below)
+                    h = norm(h[None])[0] if norm is not None else h
                     z = _logits(model, ad, h[pos])
                 else:
                     rm = attach_patches(model, L, k[None], b[None], (amplify * v)[None], patches.act)
@@ -228,7 +229,8 @@ def train_patch(model:nn.Module, tok, # model (frozen) and tokenizer
                 log.append(dict(step=step, nll=float(nll.detach()), act_loss=float(la.detach()), mem_loss=float(lm.detach()), a_edit=float(a[pos].min().detach()),
                                 a_mem_max=float((mem @ k + b).max().detach()) if len(mem) else float('nan')))
                 if log[-1]['nll'] < stop_nll and log[-1]['act_loss'] < 0.1 and not log[-1]['a_mem_max'] >= 0: break
-                opt.zero_grad(); loss.backward(); opt.step()
+                opt.zero_grad(); scaler(loss).backward()
+                if scaler.unscale([k, b, v]): opt.step()
     finally:
         for p, fl in zip(model.parameters(), flags): p.requires_grad_(fl)
     return (k.detach(), b.detach(), (amplify * v).detach()), pd.DataFrame(log)
@@ -296,6 +298,21 @@ def tpatch_edit(model:nn.Module, tok, # model (left frozen) and tokenizer
                         a_edit=float(last.a_edit), a_mem_max=float(last.a_mem_max), seconds=time.perf_counter() - t0))
     ps._seen = seen   # in memory only (never saved): the next call continuing this set reuses it
     return ps
+
+# %% ../nbs/36_tpatcher.ipynb #188cc1dd
+from .registry import register
+
+@register('T-Patcher', 'editing', 'PatchSet', 'Huang et al. 2023, Transformer-Patcher: One Mistake Worth One Neuron (ICLR 2023, arXiv:2301.09785)',
+          defaults=dict(layer=-1, n_memory=32, corpus=None, steps=100, lr=0.01), batch=False, approach='added parameters',
+          seed_claims=dict(NS='high: external methods leave the model alone, so locality is guaranteed', cost='storage grows with every edit'))
+def tpatcher_editor(model:nn.Module, tok, # the model to edit and its tokenizer
+                    layer:int, # the patched FFN (-1: the last)
+                    n_memory:int, # WikiText sentences whose activations the patch must not fire on
+                    corpus:str|Path|None, # the memory text file (None: WikiText-2 validation, `data.wikitext_path`)
+                    steps:int, lr:float): # training steps and rate per patch
+    "one patch neuron per edit in the last FFN, WikiText memory (36_tpatcher)"
+    mem = memory_inputs(model, tok, wikitext_sentences(n_memory, path=corpus), layer)
+    return lambda m, t, r: tpatch_edit(m, t, [r], layer=layer, memory=mem, steps=steps, lr=lr, progress=False)
 
 # %% ../nbs/36_tpatcher.ipynb #5780463f
 def _delete(self:PatchSet, i:int, # neuron to remove (negative counts from the end)
