@@ -2,7 +2,8 @@
 
 Same features (per-head outputs at the answer's last token for TruthfulQA fold-0 train answers, grouped split by
 question), same standardisation; prints wall time of each, the ratio, and the validation-accuracy difference per head.
-Targets: >= 10x faster, accuracy within 1 point.  Needs scikit-learn (pip install scikit-learn) and ../shared/data.
+Targets: >= 10x faster, accuracy within 1 point.  Needs scikit-learn (pip install scikit-learn) and TruthfulQA
+(`editlab.data.load_truthfulqa`: `$EDITLAB_DATA`, the cache or a download).
 
     python bench/iti_probes.py [--questions 200]
 """
@@ -17,7 +18,7 @@ def main():
     from editlab.data import load_truthfulqa, split
     from editlab.iti import qa_pairs, head_activations, fit_head_probes
     torch.set_grad_enabled(False)
-    items = load_truthfulqa(Path(__file__).resolve().parent.parent.parent/'shared/data/truthfulqa/fold_0_train.csv')[:a.questions]
+    items = load_truthfulqa('train')[:a.questions]
     fit, tune = split(items, 0.2, seed=0)
     model, tok = load_model()
     Pf, Af, yf, _ = qa_pairs(fit, 2); Pt, At, yt, _ = qa_pairs(tune, 2)

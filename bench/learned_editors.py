@@ -22,16 +22,15 @@ def main():
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     from editlab.models import load_model, adapter
-    from editlab.data import load_counterfact, data_dir
+    from editlab.data import load_counterfact, load_wikitext
     from editlab.mend import MendEditor, mend_edit, edit_grads, mend_targets, train_mend
     from editlab.ke import KnowledgeEditor, ke_edit, train_ke
     from editlab.enn import enn_edit, train_enn
     from editlab.editors import make_editor
     from editlab.finetune import finetune
-    from editlab.tpatcher import WIKITEXT
     model, tok = load_model()
-    dev = load_counterfact(data_dir()/'counterfact/counterfact-dev-500.json')
-    train = load_counterfact(data_dir()/'counterfact/counterfact-train-2000.json')[:200]
+    dev = load_counterfact('dev-500')
+    train = load_counterfact('train-2000')[:200]
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}")
     targets = mend_targets(model)
     if a.trained:
@@ -65,7 +64,7 @@ def main():
 
     # 3. training throughput
     print(f"3. training throughput, {a.steps} optimizer steps, one edit per step")
-    text = open(WIKITEXT, encoding='utf-8').read()[:60_000]
+    text = load_wikitext(n_chars=60_000)
     names = [t_['name'] for t_ in targets]
     runs = {
         'plain fine-tune': lambda: finetune(model, tok, [r['prompt'] for r in train], [r['target_new'] for r in train], params=names,

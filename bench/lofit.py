@@ -15,8 +15,6 @@ from editlab.models import load_model, adapter
 from editlab.data import load_icl_task, load_truthfulqa
 from editlab.lofit import icl_completions, tqa_preferences, reference_logprobs, select_heads, top_heads, bias_tune, lora_tune
 
-DATA = Path(__file__).resolve().parent.parent.parent/'shared/data'
-
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument('--task', default='antonym', choices=['antonym', 'truthfulqa']); ap.add_argument('--n', type=int, default=128)
@@ -26,8 +24,8 @@ def main():
     a = ap.parse_args()
     if a.threads: torch.set_num_threads(a.threads)
     model, tok = load_model(); ad = adapter(model)
-    if a.task == 'antonym': data = icl_completions(load_icl_task(DATA/'icl_tasks/antonym.json')[:a.n])
-    else: data = tqa_preferences(load_truthfulqa(DATA/'truthfulqa/fold_0_train.csv')[:a.n], max_pairs=1)
+    if a.task == 'antonym': data = icl_completions(load_icl_task('antonym')[:a.n])
+    else: data = tqa_preferences(load_truthfulqa('train')[:a.n], max_pairs=1)
     ref = reference_logprobs(model, tok, data) if data.kind == 'dpo' else None
     steps = -(-len(data) // a.batch)   # one epoch
     rank, _ = select_heads(model, tok, data, steps=steps, batch_size=a.batch, ref=ref, progress=False)

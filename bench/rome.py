@@ -23,11 +23,10 @@ def main():
     from editlab.models import load_model
     from editlab.hooks import forward
     from editlab.evaluate import _pad
-    from editlab.data import load_counterfact
+    from editlab.data import load_counterfact, wikitext_path
     from editlab import rome as R
     from editlab.memit import memit
-    root = Path(__file__).resolve().parent.parent.parent / 'shared' / 'data'
-    corpus = root / 'corpus' / 'wikitext-2-valid.txt'
+    corpus = wikitext_path()
     model, tok = load_model()
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, layer {a.layer}")
 
@@ -47,7 +46,7 @@ def main():
     # 2. ROME per edit, cached statistics
     C = R.layer_stats(model, tok, a.layer, corpus, n_tokens=a.tokens, progress=False)
     s = time.perf_counter(); pre = R.context_prefixes(model, tok); t_pre = time.perf_counter() - s
-    recs = load_counterfact(root / 'counterfact' / 'counterfact-dev-500.json')[:a.edits]
+    recs = load_counterfact('dev-500')[:a.edits]
     secs = []
     for r in recs:
         s = time.perf_counter(); d = R.rome(model, tok, r, a.layer, stats=C, prefixes=pre); tot = time.perf_counter() - s
@@ -61,7 +60,7 @@ def main():
     layers = [int(x) for x in a.memit_layers.split(',')]
     Cs = {l: R.layer_stats(model, tok, l, corpus, n_tokens=a.tokens, progress=False) for l in layers}
     for n in [int(x) for x in a.memit.split(',') if x]:
-        recs = load_counterfact(root / 'counterfact' / 'counterfact-dev-500.json')[:n]
+        recs = load_counterfact('dev-500')[:n]
         s = time.perf_counter(); d = memit(model, tok, recs, layers, stats=Cs, progress=False); tot = time.perf_counter() - s
         print(f"MEMIT, {n} edits at once on layers {layers}: {tot:.1f} s (targets {d.meta['seconds']['targets']:.1f} s, "
               f"updates {d.meta['seconds']['update']:.1f} s), {tot/n:.2f} s per edit")

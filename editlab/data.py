@@ -341,7 +341,7 @@ CF_SUBSETS = {'dev-500': 'counterfact/counterfact-dev-500.json', 'train-2000': '
 def load_counterfact(subset:str|Path='dev-500', # 'dev-500' or 'train-2000' (disjoint), or the path of a CounterFact JSON file
                      n:int|None=None, # keep the first n records
                      path:str|Path|None=None, # an explicit file (either format), instead of the subset
-                     sample:bool=False, # the first records of the subset, shipped with editlab (no file needed)
+                     sample:bool=False, # a slice shipped with editlab: dev-500 records 100-139, train-2000's first 100
                      download:bool=True, # download ROME's counterfact.json when no copy is found
                     )->list[dict]:
     "CounterFact records (ROME's or EasyEdit's format) as editlab edit records"

@@ -295,13 +295,13 @@ SKILL_TEMPLATES = {'antonym': "The opposite of {} is", 'english-french': "Englis
                    'country-capital': "Q: What is the capital of {}?\nA: The capital is"}
 
 def skill_data(name:str, # task name, e.g. 'antonym', 'english-french', 'country-capital'
-               root:str|Path|None=None, # folder of ICL task JSON files; None or missing: editlab's built-in sets
+               source:str|Path='builtin', # 'builtin' (editlab's hand-written sets), 'sample' or 'full' (the function-vector data, `data.load_icl_task`), or a folder of task files
               )->list[dict]:
-    "Items {input, output} of an ICL task: `root/name.json` when it exists, else the built-in set"
+    "Items {input, output} of an ICL task from the source named, never another (a missing file is an error)"
     from editlab.data import load_icl_task, icl_task
-    f = Path(root)/f"{name}.json" if root is not None else None
-    if f is not None and f.exists(): return load_icl_task(f)
-    return icl_task(name.replace('-', '_'))
+    if source == 'builtin': return icl_task(name.replace('-', '_'))
+    if source in ('sample', 'full'): return load_icl_task(name, sample=source == 'sample')
+    return load_icl_task(Path(source)/f"{name}.json")
 
 @torch.no_grad()
 def greedy_match(model:nn.Module, tok, prompts:list[str], targets:list[str], # items to score

@@ -1,20 +1,22 @@
-"""Built-in sets and the loaders of the standard formats (CounterFact in both formats, TruthfulQA, ICL tasks, known
-facts), and the grouped, seeded `split`. Loader tests read `../shared/data` and skip cleanly when it is absent."""
-import csv, json
+"""Built-in sets, the loaders of the public data sets (CounterFact in both formats, zsRE, TruthfulQA, ICL tasks, known
+facts, RepE facts, WikiText-2) with their resolution order, checked downloads and shipped samples, and the grouped, seeded
+`split`. Everything here runs offline with no `$EDITLAB_DATA`: downloads are served by a local HTTP server or `file://`
+URLs; the few checks of the full files run only when `$EDITLAB_DATA` is set."""
+import csv, dataclasses, hashlib, http.server, io, json, os, threading, warnings, zipfile
 from pathlib import Path
 
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from editlab.data import (builtin_facts, icl_task, icl_tasks, load_counterfact, load_icl_task, load_known, load_truthfulqa,
-                          sentiment_pairs, split)
+import editlab.data as D
+from editlab.data import (DATA_FILES, DataNotFound, Source, builtin_facts, data_cache, data_file, icl_task, icl_tasks,
+                          load_counterfact, load_icl_task, load_known, load_repe_facts, load_truthfulqa, load_wikitext,
+                          load_zsre, samples_dir, sentiment_pairs, split)
 
-DATA = Path(__file__).resolve().parent.parent.parent/'shared'/'data'
-
-def _data(*parts):
-    p = DATA.joinpath(*parts)
-    if not p.exists(): pytest.skip(f"{p} not found: the shared data sets live in ../shared/data")
-    return p
+def _data(name):
+    "A full data file from $EDITLAB_DATA (checked against editlab's checksum), else skip"
+    if D.data_dir() is None: pytest.skip("$EDITLAB_DATA is not set: the full data sets are not on this machine")
+    return data_file(name, download=False)
 
 RECORD_KEYS = {'case_id', 'subject', 'relation', 'prompt', 'target_true', 'target_new', 'paraphrases', 'neighborhood',
                'neighborhood_true'}
@@ -81,7 +83,7 @@ def test_load_counterfact_rome_format(tmp_path):
     assert load_counterfact(p)[0]['target_new'] == 'English'
 
 def test_load_counterfact_easyedit_format():
-    p = _data('counterfact', 'counterfact-dev-500.json')
+    p = _data('counterfact/counterfact-dev-500.json')
     raw = json.loads(p.read_text())
     rs = load_counterfact(p)
     assert len(rs) == len(raw) == 500 and len(load_counterfact(p, n=10)) == 10
@@ -102,7 +104,7 @@ def test_load_counterfact_errors(tmp_path):
 
 @pytest.mark.parametrize('fold', ['train', 'val'])
 def test_load_truthfulqa(fold):
-    p = _data('truthfulqa', f'fold_0_{fold}.csv')
+    p = _data(f'truthfulqa/fold_0_{fold}.csv')
     with open(p, newline='', encoding='utf-8') as f: raw = list(csv.DictReader(f))
     qs = load_truthfulqa(p)
     assert len(qs) == len(raw) == {'train': 326, 'val': 82}[fold]
@@ -132,7 +134,7 @@ def test_load_truthfulqa_best_not_among_correct(tmp_path):
 # ------------------------------------------------------------------------------------------------ ICL tasks, known facts
 
 def test_load_icl_task_every_file():
-    files = sorted(_data('icl_tasks').glob('*.json'))
+    files = [_data(f'icl_tasks/{t}.json') for t in D.ICL_TASKS]
     assert len(files) == 11
     for f in files:
         t = load_icl_task(f)
@@ -150,7 +152,7 @@ def test_load_icl_task_bad_format(tmp_path):
     assert load_icl_task(p) == [{'input': '1', 'output': '2.5'}]
 
 def test_load_known():
-    p = _data('known', 'known_1000.json')
+    p = _data('known/known_1000.json')
     ks = load_known(p)
     assert len(ks) == 1209
     for k in ks:
@@ -189,3 +191,199 @@ def test_split_basics():
         with pytest.raises(ValueError, match='test_frac'): split(items, bad)
     with pytest.raises(ValueError, match='two items'): split([1], 0.5)
     with pytest.raises(ValueError, match='group keys'): split([1, 2, 3], 0.5, groups=['a', 'b'])
+
+# ------------------------------------------------------------------------------------------------ samples, resolution, downloads
+
+@pytest.fixture
+def sandbox(tmp_path, monkeypatch):
+    "No $EDITLAB_DATA, an empty data cache, and DATA_FILES restored afterwards"
+    monkeypatch.delenv('EDITLAB_DATA', raising=False)
+    monkeypatch.setenv('EDITLAB_DATA_CACHE', str(tmp_path/'cache'))
+    saved = dict(DATA_FILES)
+    yield tmp_path
+    DATA_FILES.clear(); DATA_FILES.update(saved)
+
+def _serve(name, url, sha=None):
+    "Point DATA_FILES[name]'s download at `url` (same raw file name and zip member), with a pinned checksum or none"
+    spec = DATA_FILES[name]
+    DATA_FILES[name] = dataclasses.replace(spec, source=dataclasses.replace(spec.source, url=url, sha256=sha))
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    files, lie = {}, {}                        # path -> bytes; path -> Content-Length to claim (a truncated body)
+    def do_GET(self):
+        body = self.files.get(self.path)
+        if body is None: self.send_error(404); return
+        self.send_response(200)
+        self.send_header('Content-Length', str(self.lie.get(self.path, len(body)))); self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *a): pass
+
+@pytest.fixture
+def server():
+    "An HTTP server on 127.0.0.1 in a thread, serving `_Handler.files`"
+    _Handler.files, _Handler.lie = {}, {}
+    srv = http.server.ThreadingHTTPServer(('127.0.0.1', 0), _Handler)
+    t = threading.Thread(target=srv.serve_forever, daemon=True); t.start()
+    yield f'http://127.0.0.1:{srv.server_address[1]}'
+    srv.shutdown(); srv.server_close()
+
+def _no_partial_files(root:Path): return [p for p in root.rglob('*') if p.name.endswith('.part')]
+
+def test_samples_load_with_no_env(sandbox):
+    assert D.data_dir() is None
+    assert len(load_counterfact(sample=True)) == 40 and len(load_counterfact('train-2000', sample=True)) == 100
+    ids = json.loads((D.assets_dir()/'counterfact_ids.json').read_text())
+    assert [r['case_id'] for r in load_counterfact(sample=True)] == ids['dev-500'][100:140]
+    assert not set(ids['dev-500']) & set(ids['train-2000']) and (len(ids['dev-500']), len(ids['train-2000'])) == (500, 2000)
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore'); assert len(load_zsre('dev-200', sample=True)) == 49
+    assert len(load_zsre('train-800', sample=True)) > 40
+    assert (len(load_truthfulqa('train', sample=True)), len(load_truthfulqa('val', sample=True))) == (60, 20)
+    for t in D.ICL_TASKS: assert len(load_icl_task(t, sample=True)) >= 80, t
+    assert len(load_known(sample=True)) == 60 and set(load_repe_facts(sample=True).label) == {0, 1}
+    assert load_wikitext(sample=True).startswith(' \n = Homarus gammarus = ')
+    total = sum(p.stat().st_size for p in samples_dir().rglob('*') if p.is_file())
+    assert total < 400_000, total                                        # a few hundred KB in all
+    assert not (sandbox/'cache').exists() or not any((sandbox/'cache').iterdir())   # a sample never touches the cache
+
+def test_offline_no_copy_names_dataset_source_and_env(sandbox):
+    name = 'counterfact/counterfact-dev-500.json'
+    _serve(name, 'http://127.0.0.1:9/counterfact.json')                # nothing listens on port 9
+    with pytest.raises(DataNotFound) as e: load_counterfact('dev-500')
+    msg = str(e.value)
+    assert 'CounterFact' in msg and 'http://127.0.0.1:9/counterfact.json' in msg and '$EDITLAB_DATA' in msg and 'sample=True' in msg
+    assert isinstance(e.value, FileNotFoundError)
+    with pytest.raises(DataNotFound, match='download=False'): load_known(download=False)
+    assert _no_partial_files(sandbox) == []
+
+def test_canonical_sources_are_the_papers_addresses():
+    src = {n: f.source.url for n, f in DATA_FILES.items()}
+    assert src['counterfact/counterfact-dev-500.json'] == 'https://rome.baulab.info/data/dsets/counterfact.json'
+    assert src['known/known_1000.json'] == 'https://rome.baulab.info/data/dsets/known_1000.json'
+    assert src['zsre/zsre-dev-200.json'] == 'https://rome.baulab.info/data/dsets/zsre_mem_eval.json'
+    assert src['icl_tasks/antonym.json'].endswith('ericwtodd/function_vectors/main/dataset_files/abstractive/antonym.json')
+    assert len([n for n in DATA_FILES if n.startswith('icl_tasks/')]) == 11
+    assert all(f.sha256 and len(f.sha256) == 64 for f in DATA_FILES.values())   # every copy in $EDITLAB_DATA is checked
+
+def test_download_trust_on_first_use_then_cache(sandbox, server):
+    name = 'known/known_1000.json'
+    body = (samples_dir()/name).read_bytes()
+    _Handler.files['/known_1000.json'] = body
+    _serve(name, server + '/known_1000.json')
+    with pytest.warns(UserWarning, match='trust on first use'): ks = load_known()
+    assert len(ks) == 60 and data_file(name) == data_cache()/name
+    rec = data_cache()/'raw/known_1000.json.sha256'
+    assert rec.read_text() == hashlib.sha256(body).hexdigest()
+    _Handler.files.clear()                                              # the source goes away: the cache still serves
+    assert load_known() == ks
+    (data_cache()/name).unlink(); (data_cache()/'raw/known_1000.json').unlink()
+    _Handler.files['/known_1000.json'] = body[:-1] + b' '               # the source changes: refused, nothing written
+    with pytest.raises(ValueError, match='does not match the recorded checksum'): load_known()
+    assert not (data_cache()/name).exists() and not (data_cache()/'raw/known_1000.json').exists()
+    assert _no_partial_files(sandbox) == []
+
+def test_download_pinned_checksum_mismatch(sandbox, server):
+    name = 'truthfulqa/fold_0_val.csv'
+    _Handler.files['/val.csv'] = (samples_dir()/name).read_bytes()
+    _serve(name, server + '/val.csv', sha='0' * 64)
+    with pytest.raises(ValueError, match="does not match the pinned checksum"): load_truthfulqa('val')
+    assert not (data_cache()/'raw').exists() or not any((data_cache()/'raw').iterdir())
+    _serve(name, server + '/val.csv', sha=hashlib.sha256(_Handler.files['/val.csv']).hexdigest())
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')                                  # a pinned checksum: no trust-on-first-use warning
+        assert len(load_truthfulqa('val')) == 20
+
+def test_download_truncated(sandbox, server):
+    name = 'repe/facts_true_false.csv'
+    body = (samples_dir()/name).read_bytes()
+    _Handler.files['/facts.csv'] = body; _Handler.lie['/facts.csv'] = len(body) + 1000
+    _serve(name, server + '/facts.csv')
+    with pytest.raises(ValueError, match='truncated'): load_repe_facts()
+    assert not (data_cache()/name).exists() and _no_partial_files(sandbox) == []
+
+def test_download_derives_counterfact_subset(sandbox, monkeypatch):
+    "A download is ROME's full file: the loader keeps editlab's case ids, checks their subjects, and reads ROME's format"
+    sample = json.loads((samples_dir()/'counterfact/counterfact-dev-500.json').read_text())
+    rome = [{'case_id': r['case_id'], 'requested_rewrite': {'prompt': r['prompt'].replace(r['subject'], '{}'), 'subject': r['subject'],
+             'relation_id': 'P0', 'target_new': {'str': r['target_new']}, 'target_true': {'str': r['ground_truth']}},
+             'paraphrase_prompts': [r['rephrase_prompt']], 'neighborhood_prompts': [r['locality_prompt']]} for r in sample]
+    rome = rome[::-1] + [{**rome[0], 'case_id': 10**6}]                 # other order, one extra case
+    full = sandbox/'srv/counterfact.json'; full.parent.mkdir(); full.write_text(json.dumps(rome))
+    ids = [r['case_id'] for r in sample]
+    real_asset = D._asset
+    monkeypatch.setattr(D, '_asset', lambda n: {'dev-500': ids} if n == 'counterfact_ids.json' else real_asset(n))
+    monkeypatch.setitem(D.CF_SUBJECTS_SHA, 'dev-500', D._subjects_sha(sample))
+    _serve('counterfact/counterfact-dev-500.json', full.as_uri())
+    with pytest.warns(UserWarning, match='trust on first use'): cf = load_counterfact('dev-500')
+    assert [r['case_id'] for r in cf] == ids and cf[0]['subject'] == sample[0]['subject'] and cf[0]['relation'] == 'P0'
+    assert [r['target_new'] for r in cf] == [r['target_new'] for r in load_counterfact(sample=True)]
+    # a source whose ids name other subjects is an error, and nothing is written
+    (data_cache()/'counterfact/counterfact-dev-500.json').unlink()
+    monkeypatch.setitem(D.CF_SUBJECTS_SHA, 'dev-500', '1' * 64)
+    with pytest.raises(ValueError, match='other subjects'): load_counterfact('dev-500')
+    assert not (data_cache()/'counterfact/counterfact-dev-500.json').exists()
+
+def test_download_wikitext_from_zip(sandbox):
+    text = (samples_dir()/'corpus/wikitext-2-valid.txt').read_bytes()
+    z = sandbox/'srv/wikitext-2-v1.zip'; z.parent.mkdir()
+    with zipfile.ZipFile(z, 'w') as f: f.writestr('wikitext-2/wiki.valid.tokens', text); f.writestr('wikitext-2/wiki.test.tokens', b'x')
+    _serve('corpus/wikitext-2-valid.txt', z.as_uri())
+    with pytest.warns(UserWarning): assert load_wikitext().encode() == text
+    z.write_bytes(b'not a zip'); (data_cache()/'corpus/wikitext-2-valid.txt').unlink(); (data_cache()/'raw/wikitext-2-v1.zip').unlink()
+    (data_cache()/'raw/wikitext-2-v1.zip.sha256').unlink()
+    with pytest.warns(UserWarning), pytest.raises(ValueError, match='could not build corpus/wikitext-2-valid.txt'): load_wikitext()
+
+def test_resolution_order(sandbox, monkeypatch):
+    name = 'known/known_1000.json'
+    env = sandbox/'env'; (env/'known').mkdir(parents=True)
+    sample = (samples_dir()/name).read_bytes()
+    (env/name).write_bytes(sample)
+    monkeypatch.setenv('EDITLAB_DATA', str(env))
+    with pytest.raises(ValueError, match="does not match editlab's copy"): data_file(name)   # not editlab's full file
+    DATA_FILES[name] = dataclasses.replace(DATA_FILES[name], sha256=hashlib.sha256(sample).hexdigest())
+    assert data_file(name) == env/name                                  # $EDITLAB_DATA before the cache
+    cached = data_cache()/name; cached.parent.mkdir(parents=True, exist_ok=True); cached.write_bytes(sample)
+    assert data_file(name) == env/name
+    explicit = sandbox/'mine.json'; explicit.write_text(json.dumps(json.loads(sample)[:3]))
+    assert data_file(name, path=explicit) == explicit and len(load_known(explicit)) == 3    # an explicit path first
+    with pytest.raises(FileNotFoundError, match='mine2.json not found'): load_known(sandbox/'mine2.json')
+    monkeypatch.delenv('EDITLAB_DATA')
+    assert data_file(name) == cached                                    # then the cache (no record: as written by hand)
+    (data_cache()/f'{name}.sha256').write_text('0' * 64)
+    with pytest.raises(ValueError, match='recorded when it was written'): data_file(name)
+    with pytest.raises(ValueError, match='either'): load_known(explicit, sample=True)
+    with pytest.raises(KeyError, match='unknown data file'): data_file('nothing/here.json')
+
+@pytest.mark.parametrize('loader,text,match', [
+    (load_counterfact, '[{"case_id": 1, "prompt": "a', 'corrupt or truncated'),
+    (load_counterfact, '[{"case_id": 1, "prompt": "x is", "subject": "x"}]', r"record 0 is malformed"),
+    (load_zsre, '[{"subject": "x", "src": "q?"}]', r"record 0 lacks \['rephrase'"),
+    (load_icl_task, '{"input": 1}', 'JSON list'),
+    (load_known, '[{"known_id": 0, "subject": "x"}]', r"known_1000 record 0 is malformed \(KeyError: 'prompt'\)"),
+])
+def test_bad_json_names_file_and_problem(tmp_path, loader, text, match):
+    p = tmp_path/'bad.json'; p.write_text(text)
+    with pytest.raises((ValueError, KeyError), match=match) as e: loader(p)
+    assert 'bad.json' in str(e.value)
+
+def test_bad_csv_names_file_and_problem(tmp_path):
+    good = (samples_dir()/'truthfulqa/fold_0_val.csv').read_text(encoding='utf-8')
+    p = tmp_path/'tqa.csv'; p.write_text(good[:len(good)//2].rsplit('\n', 1)[0].rsplit(',', 3)[0] + '\n', encoding='utf-8')
+    with pytest.raises(ValueError, match='tqa.csv: row .* fewer fields than the header'): load_truthfulqa(p)
+    p.write_text('Question,Answer\nq,a\n')
+    with pytest.raises(ValueError, match=r"tqa.csv: not a TruthfulQA CSV, columns \['Best Answer'"): load_truthfulqa(p)
+    f = tmp_path/'facts.csv'; f.write_text('statement,label\nThe sky is blue.,1\nGrass is red.,\n')
+    with pytest.raises(ValueError, match='facts.csv: labels must be 0 or 1'): load_repe_facts(f)
+    f.write_text('text,label\nx,1\n')
+    with pytest.raises(ValueError, match=r"facts.csv: columns \['statement'\] missing"): load_repe_facts(f)
+
+def test_full_files_match_samples():
+    "With $EDITLAB_DATA set, every sample is the documented slice of editlab's full file"
+    if D.data_dir() is None: pytest.skip("$EDITLAB_DATA is not set")
+    assert load_counterfact('dev-500')[100:140] == load_counterfact(sample=True)
+    assert load_counterfact('train-2000', n=100) == load_counterfact('train-2000', sample=True)
+    assert load_known(n=60) == load_known(sample=True)
+    assert load_wikitext().startswith(load_wikitext(sample=True))
+    for t in D.ICL_TASKS:
+        s = load_icl_task(t, sample=True); assert load_icl_task(t)[:len(s)] == s, t
+    assert [q['question'] for q in load_truthfulqa('val')[:20]] == [q['question'] for q in load_truthfulqa('val', sample=True)]

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import torch
 
-from editlab.data import split
+from editlab.data import split, load_repe_facts, data_dir
 from editlab import repe
 from editlab.repe import (reading_vectors, reading_scores, reading_accuracy, fit_thresholds, threshold_accuracy,
                           pair_accuracy, lat_scan, control_effect, true_false_statements)
@@ -16,7 +16,7 @@ from editlab.repe import (reading_vectors, reading_scores, reading_accuracy, fit
 STATEMENTS = ["the cat sat on the mat", "a dog ran far away", "birds fly high", "fish swim in the sea", "snow is cold",
               "fire is hot", "the sun is bright", "grass is green"]
 LABELS = [1, 0, 1, 0, 1, 0, 1, 0]
-FACTS = Path(__file__).resolve().parents[1].parent/'shared'/'data'/'repe'/'facts_true_false.csv'
+HAVE_FACTS = data_dir() is not None and (data_dir()/'repe/facts_true_false.csv').is_file()   # the full file, in $EDITLAB_DATA
 
 
 @pytest.fixture(scope='module')
@@ -155,7 +155,7 @@ def test_real_model_twins(smol):
 
 
 @needs_model
-@pytest.mark.skipif(not FACTS.exists(), reason=f'{FACTS} not found')
+@pytest.mark.skipif(not HAVE_FACTS, reason="RepE's facts_true_false.csv not in $EDITLAB_DATA")
 def test_real_model_facts(smol):
     """160 of RepE's true/false facts (seeded subset; no twins, so random pairing and an ungrouped 70/30 split): held-out
     single-statement accuracy against thresholds fitted on the training statements. The signal is weak on this model:
@@ -163,7 +163,7 @@ def test_real_model_facts(smol):
     seeds the layer-15-29 mean is 0.57 +- 0.07 against 0.50 +- 0.05 with shuffled labels, and the best layer's 0.66 +- 0.05
     against 0.62 +- 0.05 with shuffled labels (a maximum over 30 noisy layers is no evidence), so the band mean is asserted."""
     model, tok = smol
-    facts = pd.read_csv(FACTS).sample(160, random_state=0)
+    facts = load_repe_facts(download=False).sample(160, random_state=0)
     S, Y = facts.statement.tolist(), facts.label.tolist()
     tr, te = split(list(range(len(S))), 0.3, seed=0)
     trS, trY, teS, teY = [S[i] for i in tr], [Y[i] for i in tr], [S[i] for i in te], [Y[i] for i in te]
