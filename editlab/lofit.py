@@ -296,6 +296,7 @@ def lora_tune(model:nn.Module, tok, # model (left unchanged) and tokenizer
     cfg = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=0.0, target_modules=[p.split('.')[-1] for p in paths], bias='none')
     work = inject_adapter_in_model(cfg, work)
     params = [p for n, p in work.named_parameters() if 'lora_' in n]
+    for q in params: q.data = q.data.float()   # adapters train in float32 (Adam on float16 weights gives NaN); peft casts at the layer
     curve = _train(work, tok, data, params, None, steps, lr, batch_size, beta, seed, progress, 'LoRA', ref=ref)
     deltas = {}
     for name, mod in work.named_modules():

@@ -22,7 +22,7 @@ from editlab.tpatcher import tpatch_edit
 from editlab.finetune import finetune, LossScale
 from editlab.steering import contrastive_vectors, steering
 from editlab.iti import head_activations, fit_head_probes, iti_intervention
-from editlab.lofit import completions, bias_tune, select_heads
+from editlab.lofit import completions, bias_tune, select_heads, lora_tune
 from editlab.artifacts import WeightDelta
 from editlab.hooks import forward
 from editlab.merging import merge
@@ -183,6 +183,10 @@ def test_lofit(tiny):
     compare(tiny, lambda m, tok: torch.tensor(select_heads(m, tok, DATA, steps=5, batch_size=2, progress=False)[0].sort_index().score.values))
     compare(tiny, lambda m, tok: torch.cat([t.vec.flatten() for t in bias_tune(m, tok, DATA, [(1, 0), (1, 1)], steps=5, lr=1e-2,
                                                                             batch_size=2, progress=False)[0].terms]))
+
+def test_lora_baseline(tiny):
+    "peft makes the adapters in the model's dtype: Adam on float16 adapters gave NaN; they train in float32 now"
+    compare(tiny, lambda m, tok: flat(lora_tune(m, tok, DATA, steps=3, batch_size=2, progress=False)[0]))
 
 # ---- task vectors and merges
 
