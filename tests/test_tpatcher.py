@@ -15,7 +15,7 @@ KW = dict(steps=100, lr=0.1, progress=False)
 @pytest.fixture(scope='module')
 def setup(llama):
     m, tok = llama
-    ws = wikitext_sentences(4)
+    ws = wikitext_sentences(4, sample=True)   # the WikiText-2 sample shipped with editlab
     mem = memory_inputs(m, tok, ws, 1)
     W = _weights(m)
     ps = tpatch_edit(m, tok, [A, B], layer=1, memory=mem, **KW)
@@ -47,7 +47,7 @@ def test_patch_fires_on_its_edit(setup):
 
 def test_fast_path_matches_full_forward(llama):
     m, tok = llama
-    mem = memory_inputs(m, tok, wikitext_sentences(2), 1)
+    mem = memory_inputs(m, tok, wikitext_sentences(2, sample=True), 1)
     empty = PatchSet.empty(1, 64, 64)
     (k1, b1, v1), l1 = train_patch(m, tok, empty, A, mem, steps=5, lr=0.1, stop_nll=0)
     fp = tp._fast_path
