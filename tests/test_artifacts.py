@@ -20,11 +20,8 @@ SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[Healt
 def batch(llama):
     return encode(llama[1], ["hello there", "hi"], 'left')
 
-def _params(m): return {n: p.detach().clone() for n, p in m.named_parameters()}
-def _same_params(m, ref): return all(torch.equal(p, ref[n]) for n, p in m.named_parameters())
-def _no_hooks(m):
-    st_ = getattr(m, '_editlab_state', None)
-    return all(not (mod._forward_hooks or mod._forward_pre_hooks) for mod in m.modules()) and (st_ is None or st_.users == 0)
+from helpers import weights as _params, same, no_hooks as _no_hooks
+def _same_params(m, ref): return same(ref, _params(m))
 
 # ------------------------------------------------------------------------------------------------ random artifacts
 

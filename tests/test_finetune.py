@@ -14,8 +14,8 @@ PROMPTS = ["The capital of France is", "The sky is", "Grass is"]
 TARGETS = ["Rome", "green", "blue"]
 DOWNS = 'model.layers.*.mlp.down_proj.weight'
 
-def _params(m): return {n: p.detach().clone() for n, p in m.named_parameters()}
-def _same_params(m, ref): return all(torch.equal(p, ref[n]) for n, p in m.named_parameters())
+from helpers import weights as _params, same
+def _same_params(m, ref): return same(ref, _params(m))
 
 def _loss(m, tok):
     P = [encode_prompt(tok, p) for p in PROMPTS]; T = [encode_target(tok, t) for t in TARGETS]

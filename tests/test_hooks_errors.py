@@ -13,8 +13,7 @@ pytestmark = pytest.mark.filterwarnings('ignore::UserWarning')
 def batch(llama):
     return encode(llama[1], ["hello", "hi"], 'left')  # 5 and 2 tokens: row 1 has 3 pads
 
-def _no_hooks(m):
-    return all(not (mod._forward_hooks or mod._forward_pre_hooks) for mod in m.modules())
+from helpers import no_hooks as _no_hooks
 
 # ------------------------------------------------------------------------------------------------------ hook names
 
