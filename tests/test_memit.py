@@ -65,3 +65,19 @@ def test_sequential_restores_and_reports(tiny3):
     assert _same(before, _weights(m)) and list(curve.n_edits) == [1, 2]
     assert {'es', 'ps', 'ns', 'es_first', 'delta_norm', 'ppl', 'collapsed'} <= set(curve.columns)
     with pytest.raises(ValueError, match='no edit requests'): M.sequential(m, tok, [], lambda *a: None)
+
+def test_statistics_of_layers_not_edited(tiny3):
+    "Statistics for more layers than are edited are used for the edited ones only, and only those are recorded; an edited layer without statistics is an error"
+    m, tok = tiny3
+    C = torch.eye(adapter(m).d_mlp, dtype=torch.float64)
+    d = M.memit(m, tok, REQS, [0], stats={0: C, 1: C * 2}, prefixes=P, progress=False, steps=2)
+    assert d.meta['hparams']['stats'] == [0]
+    with pytest.raises(ValueError, match=r'not for the edited layer\(s\) \[1\]'):
+        M.memit(m, tok, REQS, [0, 1], stats={0: C}, prefixes=P, progress=False, steps=2)
+
+def test_contradicting_requests(tiny3):
+    m, tok = tiny3
+    with pytest.raises(ValueError, match="requests 0 and 2 contradict: subject 'big world'"):
+        M.memit(m, tok, REQS + [dict(REQS[0], target_new='green')], [0], prefixes=P, progress=False)
+    d = M.memit(m, tok, REQS + [dict(REQS[0])], [0], prefixes=P, progress=False, steps=2)   # a repeated request is no contradiction
+    assert d.meta['n_edits'] == 3

@@ -110,3 +110,16 @@ def test_stats_cache_keyed_by_weights(llama):
     k1 = R.stats_key(m, 0, 'x', 10, 8)
     assert R.stats_key(m2, 0, 'x', 10, 8) != k1
     assert R.stats_key(m, 1, 'x', 10, 8) != k1 and R.stats_key(m, 0, 'y', 10, 8) != k1 and R.stats_key(m, 0, 'x', 11, 8) != k1
+
+def test_update_never_a_silent_no_op():
+    "A non-finite update is refused; one that is zero, or below the resolution of float16 weights, warns (naming the weight)"
+    W = torch.ones(4, 3, dtype=torch.float16)
+    with pytest.raises(ValueError, match='update of w is not finite'):
+        R._check_update(W, R.LowRank(torch.full((4, 1), float('inf')), torch.ones(1, 3)), 'w', '')
+    with pytest.warns(UserWarning, match='update of w is exactly zero: why'):
+        R._check_update(W, R.LowRank(torch.zeros(4, 1), torch.ones(1, 3)), 'w', 'why')
+    with pytest.warns(UserWarning, match=r'below the resolution of its torch.float16 weights'):
+        R._check_update(W, R.LowRank(torch.full((4, 1), 1e-5), torch.ones(1, 3)), 'w', '')
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        R._check_update(W.float(), R.LowRank(torch.full((4, 1), 1e-5), torch.ones(1, 3)), 'w', '')   # float32 holds it
