@@ -64,7 +64,8 @@ def artifact_cost(d, model:nn.Module)->dict:
 @contextmanager
 def _applied(d, model):
     "The model to score: `model` with artifact `d` applied (undone on exit), or the handle's `model` when the artifact routes inputs through a wrapper"
-    if not hasattr(d, 'apply'): raise TypeError(f"an editor returned {type(d).__name__}: it must return an artifact (with .apply)")
+    if not hasattr(d, 'apply') or (isinstance(d, nn.Module) and type(d).apply is nn.Module.apply):   # torch's Module.apply is not the protocol
+        raise TypeError(f"an editor returned {type(d).__name__}: it must return an artifact (with .apply(model))")
     with d.apply(model) as h:
         routed = getattr(h, 'model', None)   # artifacts that route inputs (a memory beside the frozen model) hand over the model to call
         yield model if routed is None else routed
