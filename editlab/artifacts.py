@@ -216,6 +216,9 @@ def _apply_delta(self:WeightDelta, model:nn.Module, alpha:float=1.0, strict:bool
             p = params[c]
             new = (p.data.float() + alpha * self.dense(n).to(p.device, torch.float32)).to(p.dtype)
             _check_finite(new, p.data, n, alpha)
+            if p.dtype != torch.float32 and alpha != 0 and torch.equal(new, p.data) and self.dense(n).abs().max() > 0:
+                warnings.warn(f"the delta for {n} is below the resolution of {p.dtype} at these weights: applying it changes "
+                              "nothing (edit a float32 copy, or scale the delta up)")
             saved[c] = p.data.clone()
             p.data.copy_(new)
     except BaseException:
