@@ -8,15 +8,17 @@ Resumable: a (task, fold, method) already in results/lofit_table_runs.csv is ski
   seconds and steps, seconds per epoch;
 - lofit_table_tune.csv: every candidate hyper-parameter with its score on the tuning split (never the held-out one);
 - lofit_table.csv: the summary (means and 95% bootstrap intervals), rewritten after every row.
-Data come from `editlab.data.data_dir()` ($EDITLAB_DATA).
+Data come from the `editlab.data` loaders (`$EDITLAB_DATA`).
 """
-import os
+import os, sys
 os.environ.setdefault('OMP_NUM_THREADS', '1')
+if os.environ.get('MALLOC_MMAP_THRESHOLD_') is None:   # big logits tensors of varying size fragment glibc's heap: RSS grew ~1 GB per 10 questions
+    os.environ['MALLOC_MMAP_THRESHOLD_'] = '65536'; os.execv(sys.executable, [sys.executable] + sys.argv)
 import argparse, math, random, time, sys
 from pathlib import Path
 import numpy as np, pandas as pd, torch
 from editlab.models import load_model, adapter, cache_dir
-from editlab.data import data_dir, load_truthfulqa, load_icl_task, split
+from editlab.data import load_truthfulqa, load_icl_task, split
 from editlab.evaluate import mc_scores
 from editlab.lofit import (tqa_preferences, icl_completions, reference_logprobs, select_heads, top_heads, bias_tune, lora_tune,
                            icl_exact_match)
@@ -30,7 +32,9 @@ ITEMS, RUNS, TUNE, TABLE = (RES/f'lofit_table{s}.csv' for s in ('_items', '_runs
 K = 16                                    # heads for LoFiT and ITI (40_lofit's K)
 BAND = (12, 14, 16)                       # RepE control layers (21_repe's band)
 GRID = dict(lofit=(1e-2, 3e-2), lora=(1e-3, 3e-3), red=(3e-3, 1e-2))   # learning rates tried, chosen on the tuning split
-ITI_ALPHAS, REPE_ALPHAS = (5.0, 10.0, 15.0), (4.0, 8.0, 16.0)
+ITI_ALPHAS = dict(antonym=(5.0, 10.0, 15.0), truthfulqa=(5.0, 15.0))      # TruthfulQA: two values (each costs a tuning pass)
+REPE_ALPHAS = dict(antonym=(4.0, 8.0, 16.0), truthfulqa=(8.0, 16.0))
+TUNE_N = dict(antonym=100, truthfulqa=40)   # tuning items scored per candidate (a 2-core machine shared by six jobs)
 METHODS = ['unedited', 'RED', 'LoFiT (own heads)', 'ITI', 'LoFiT (ITI heads)', 'LoRA', 'RepE control']
 
 ITEM_COLS = ['task', 'fold', 'method', 'item', 'mc1', 'mc2', 'em']
@@ -89,7 +93,7 @@ class Study:
     # -- one (task, fold): the splits ------------------------------------------------------------------------------------
     def tqa_split(self, fold:int):
         "fold 0: the shipped train/val files; folds 1-4: a fifth of the train file's questions held out, the rest + val trained on"
-        tr, va = load_truthfulqa(data_dir()/'truthfulqa/fold_0_train.csv'), load_truthfulqa(data_dir()/'truthfulqa/fold_0_val.csv')
+        tr, va = load_truthfulqa('train'), load_truthfulqa('val')
         for i, x in enumerate(tr): x['id'] = f'tr{i}'
         for i, x in enumerate(va): x['id'] = f'va{i}'
         if fold == 0: train, test = tr, va
@@ -102,7 +106,7 @@ class Study:
         return fit, tune, test
 
     def ant_split(self):
-        ant = load_icl_task(data_dir()/'icl_tasks/antonym.json')
+        ant = load_icl_task('antonym')
         g = lambda ds: ['|'.join(sorted((d['input'], d['output']))) for d in ds]
         ant_train, ant_test = split(ant, 0.2, seed=0, groups=g(ant))      # 40_lofit's split by unordered word pair
         fit, tune = split(ant_train, 0.2, seed=0, groups=g(ant_train))
@@ -112,7 +116,7 @@ class Study:
     def score(self, task:str, items:list, art=None)->pd.DataFrame:
         m, tok = self.model, self.tok
         def run():
-            if task == 'truthfulqa': return mc_scores(m, tok, items)
+            if task == 'truthfulqa': return mc_scores(m, tok, items, batch_size=8)   # 8: a 49k-wide vocabulary makes big batches GBs
             e = icl_exact_match(m, tok, items); e['id'] = [f"{x['input']}->{x['output']}" for x in items]; return e[['id', 'em']]
         if art is None: return run()
         with art.apply(m): return run()
@@ -124,7 +128,7 @@ class Study:
     def run(self, task:str, fold:int):
         m, tok, q = self.model, self.tok, self.quick
         if task == 'truthfulqa':
-            fit, tune, test = self.tqa_split(fold)
+            fit, tune, test = self.tqa_split(fold); tune = tune[:TUNE_N[task]]
             data = tqa_preferences(random.Random(0).sample(fit, min(160, len(fit))), max_pairs=1)
             S1 = dict(lam=1e-3, steps=30, lr=5e-3, batch_size=4); S2 = dict(steps=30, batch_size=4)
         else:
@@ -179,7 +183,7 @@ class Study:
                 Pf, Af, yf, _ = qa_pairs(items(fit)); Pt, At, yt, _ = qa_pairs(items(tune))
             Xf, Xt = head_activations(m, tok, Pf, Af), head_activations(m, tok, Pt, At)
             rank = fit_head_probes(Xf, torch.tensor(yf), Xt, torch.tensor(yt))
-            cands = {f'alpha={a:g}': (iti_intervention(Xf, torch.tensor(yf), rank, K, a, m), None) for a in ITI_ALPHAS}
+            cands = {f'alpha={a:g}': (iti_intervention(Xf, torch.tensor(yf), rank, K, a, m), None) for a in ITI_ALPHAS[task]}
             cache['iti'] = (rank, cands); return cache['iti']
 
         if 'unedited' not in have: record('unedited', None)
@@ -201,8 +205,11 @@ class Study:
             record('ITI', art, lab, None, K * self.ad.head_dim)
         if 'LoFiT (ITI heads)' not in have:
             rank_iti, _ = iti()
+            # the learning rate chosen for LoFiT on its own heads (one training instead of a second grid)
+            r = pd.read_csv(RUNS); r = r[(r.task == task) & (r.fold == fold) & (r.method == 'LoFiT (own heads)')]
+            lrs = [float(r.chosen.iloc[0].split()[0][3:])] if len(r) else GRID['lofit']
             cands = {f'lr={lr:g}': bias_tune(m, tok, data, top_heads(rank_iti, K), ref=ref, lr=lr, progress=False,
-                                             method='LoFiT (ITI heads)', **S2) for lr in GRID['lofit']}
+                                             method='LoFiT (ITI heads)', **S2) for lr in lrs}
             lab, (art, curve) = choose('LoFiT (ITI heads)', cands)
             record('LoFiT (ITI heads)', art, lab, curve, art.meta['n_trainable'])
         if 'LoRA' not in have:
@@ -217,19 +224,18 @@ class Study:
                 y = [1, 0] * len(fit); g = [i for i in range(len(fit)) for _ in range(2)]
             band = [f'blocks.{L}.hook_resid_post' for L in BAND]
             rv = reading_vectors(m, tok, st, y, hooks=band, groups=g)
-            cands = {f'alpha={a:g}': (steering(rv, a, model=m), None) for a in REPE_ALPHAS}
+            cands = {f'alpha={a:g}': (steering(rv, a, model=m), None) for a in REPE_ALPHAS[task]}
             lab, (art, _) = choose('RepE control', cands)
             record('RepE control', art, lab, None, len(BAND) * self.ad.d_model)
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument('--tasks', default='tqa0,antonym,tqa1,tqa2,tqa3,tqa4'); ap.add_argument('--quick', action='store_true')
+    ap.add_argument('--tasks', default='antonym,tqa0,tqa1,tqa2,tqa3,tqa4'); ap.add_argument('--quick', action='store_true')
     ap.add_argument('--out', default=None, help='results folder (default: results/ beside this file)')
     a = ap.parse_args()
     global RES, ITEMS, RUNS, TUNE, TABLE
     if a.out: RES = Path(a.out); ITEMS, RUNS, TUNE, TABLE = (RES/f'lofit_table{s}.csv' for s in ('_items', '_runs', '_tune', ''))
     torch.set_num_threads(int(os.environ.get('OMP_NUM_THREADS', '1')))
-    if data_dir() is None: sys.exit("no shared data: set EDITLAB_DATA to the folder holding truthfulqa/ and icl_tasks/")
     RES.mkdir(parents=True, exist_ok=True)
     st = Study(a.quick)
     for t in a.tasks.split(','):
