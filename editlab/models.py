@@ -4,7 +4,7 @@
 
 # %% ../nbs/00_models.ipynb #812f51c9
 from __future__ import annotations
-import os, json, hashlib, importlib.util, time
+import os, json, hashlib, importlib.util, time, dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 import torch
@@ -141,6 +141,15 @@ def _get(root:nn.Module, path:str|None):
     for p in path.split('.'): m = getattr(m, p)
     return m
 
+def _renamed_unembed(model:nn.Module, spec):
+    "The spec with `unembed` set to the module HF reports as output embeddings when the spec's path is gone (GPT-NeoX's `embed_out` is `lm_head` in newer transformers)"
+    try: _get(model, spec.unembed); return spec
+    except AttributeError: pass
+    out = model.get_output_embeddings()
+    name = next((n for n, m in model.named_modules() if m is out), None)
+    if name is None: raise ValueError(f"cannot find the output embedding of {type(model).__name__}: neither {spec.unembed!r} nor get_output_embeddings()")
+    return dataclasses.replace(spec, unembed=name)
+
 def _cfg(config):
     return config.get_text_config() if hasattr(config, 'get_text_config') else config
 
@@ -153,6 +162,7 @@ class Adapter:
             raise NotImplementedError(f"editlab has no adapter for model_type {mt!r}. Supported: {', '.join(sorted(ARCHS))}. "
                                       "Register one with editlab.models.register_arch(model_type, ArchSpec(...)) naming its modules.")
         self.model, self.spec, self.model_type = model, ARCHS[mt], mt
+        self.spec = _renamed_unembed(model, self.spec)
         self.blocks = _get(model, self.spec.layers)
         self.backbone = _get(model, self.spec.backbone)
         self.n_layers = len(self.blocks)
