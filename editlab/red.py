@@ -9,12 +9,13 @@ import pandas as pd
 import torch
 from torch import nn
 from .models import adapter, fingerprint, is_conv1d
-from .hooks import HOOK_KINDS, hook_name, hook_shape, parse_hook, add_hook, check_vector
+from .hooks import HOOK_KINDS, hook_name, hook_shape, parse_hook, add_hook, check_vector, forward
 from .artifacts import Intervention, Term, WeightDelta, Applied, check_alpha
 from .lofit import TaskData, _train, _check_texts
+from .fold import fold, FoldError
 
 # %% auto #0
-__all__ = ['REDIntervention', 'red_tune', 'red_fold']
+__all__ = ['REDIntervention', 'red_tune', 'red_fold', 'fold_red']
 
 # %% ../nbs/41_red.ipynb #f4bea94b
 def _floating(x, what:str)->torch.Tensor:
@@ -203,10 +204,29 @@ def red_fold(art:REDIntervention, # a trained RED artifact
     return (WeightDelta(deltas, {**meta, 'method': f"{art.meta.get('method', 'RED')} scalings (folded)"}),
             Intervention(terms, {**meta, 'method': f"{art.meta.get('method', 'RED')} biases"}))
 
+# %% ../nbs/41_red.ipynb #7fab4963
+@torch.no_grad()
+def fold_red(art:REDIntervention, # a trained RED artifact at mlp.hook_out or attn.hook_out
+             model:nn.Module, # the model it was made for (left unchanged)
+             strict:bool=True, # refuse a model with other weights than the artifact's fingerprint
+             check:bool=True, # compare hooked and folded logits on a short batch
+            )->nn.Module:
+    "A copy of `model` with the RED edit in its weights: scalings multiplied into the projections, biases into their bias terms"
+    wd, biases = red_fold(art, model, strict)
+    new = fold(biases, model, strict=strict, check=False)     # a copy with the biases b (refuses, model unchanged, if it cannot)
+    params = dict(new.named_parameters())
+    for n in wd.deltas:                                       # W ← W + (s − 1) ⊙ W, on the copy
+        p = params[n]; p.data.copy_((p.data.float() + wd.dense(n).to(p.device)).to(p.dtype))
+    if check:
+        ids = torch.randint(adapter(model).embed.weight.shape[0], (2, 8), generator=torch.Generator().manual_seed(0)).to(adapter(model).embed.weight.device)
+        with art.apply(model, strict=strict): ref = forward(model, ids).logits.float()
+        gap = float((forward(new, ids).logits.float() - ref).abs().max())
+        if not gap <= 1e-4 * (1 + float(ref.abs().max())):
+            raise FoldError([f"the folded model's logits differ from the hooked model's by {gap:.2e}: keep applying the REDIntervention"])
+    return new
+
 # %% ../nbs/41_red.ipynb #32afa1bd
-try:
-    from editlab.registry import register as _register
-except ImportError: _register = None
-if _register is not None:
-    red_tune = _register('RED', family='steering', produces='Intervention', paper='Wu et al. 2024 (RED)',
-                         defaults=dict(hook='mlp.hook_out', steps=50, lr=1e-2, batch_size=8))(red_tune)
+from .registry import register
+register('RED', 'steering', 'Intervention', 'Wu et al. 2024, Advancing Parameter Efficiency in Fine-tuning via Representation Editing (RED, ACL 2024, arXiv:2402.15179)',
+         defaults=dict(hook='mlp.hook_out', steps=50, lr=1e-2, batch_size=8, beta=0.1, seed=0),
+         doc="a trained scaling (init 1) and bias (init 0) vector per layer at each block's MLP output, everything else frozen")(red_tune);

@@ -142,3 +142,26 @@ def test_trained_on_gpt2_too():
     with art.apply(m): l_art = _real(m, tok)
     with wd.apply(m), biases.apply(m): l_fold = _real(m, tok)
     assert torch.allclose(l_fold, l_art, atol=1e-4)
+
+def test_fold_red_gives_a_plain_model(llama):
+    "scalings into down_proj, biases into down_proj's bias (editlab.fold): a hook-free copy with the hooked logits; the original untouched"
+    from editlab.red import fold_red
+    from editlab.fold import fold, FoldError
+    m, tok = llama
+    snap = _snapshot(m)
+    with torch.enable_grad(): art, _ = red_tune(m, tok, CE, steps=10, lr=5e-2, batch_size=2, progress=False)
+    folded = fold_red(art, m)
+    with art.apply(m): l_art = _real(m, tok)
+    l_fold = forward(folded, **encode(tok, ["Q: ab\nA:", "Q: a longer one\nA:"])).logits[encode(tok, ["Q: ab\nA:", "Q: a longer one\nA:"])['attention_mask'].bool()]
+    assert torch.allclose(l_fold, l_art, atol=1e-4)
+    assert _hooks_left(folded) == 0 and _unchanged(m, snap) and _hooks_left(m) == 0
+    with pytest.raises(FoldError, match='overrides apply'): fold(art, m)   # the generic fold refuses scalings
+    with torch.enable_grad(): rr, _ = red_tune(m, tok, CE, hook='hook_resid_post', steps=2, progress=False)
+    with pytest.raises(ValueError, match='only scalings of a projection'): fold_red(rr, m)
+    assert _unchanged(m, snap)
+
+def test_registered():
+    from editlab.registry import get_method, methods
+    me = get_method('RED')
+    assert me.family == 'steering' and me.produces == 'Intervention' and me.fn is red_tune and me.module == 'editlab.red'
+    assert 'RED' in methods('steering').index and me.defaults['hook'] == 'mlp.hook_out'
