@@ -32,7 +32,7 @@ ITEMS, RUNS, TUNE, TABLE = (RES/f'lofit_table{s}.csv' for s in ('_items', '_runs
 K = 16                                    # heads for LoFiT and ITI (40_lofit's K)
 BAND = (12, 14, 16)                       # RepE control layers (21_repe's band)
 GRID = dict(lofit=(1e-2, 3e-2), lora=(1e-3, 3e-3), red=(3e-3, 1e-2))   # learning rates tried, chosen on the tuning split
-ITI_ALPHAS = dict(antonym=(5.0, 10.0, 15.0), truthfulqa=(5.0, 15.0))      # TruthfulQA: two values (each costs a tuning pass)
+ITI_ALPHAS = dict(antonym=(5.0, 10.0, 15.0), truthfulqa=(5.0,))   # TruthfulQA: notebook 22's choice (made on a tuning split of this train fold)
 REPE_ALPHAS = dict(antonym=(4.0, 8.0, 16.0), truthfulqa=(8.0, 16.0))
 TUNE_N = dict(antonym=100, truthfulqa=40)   # tuning items scored per candidate (a 2-core machine shared by six jobs)
 METHODS = ['unedited', 'RED', 'LoFiT (own heads)', 'ITI', 'LoFiT (ITI heads)', 'LoRA', 'RepE control']
@@ -160,6 +160,10 @@ class Study:
 
         def choose(method, cands:dict)->tuple:
             "Score every candidate {label: (artifact, curve)} on the tuning split; the best one"
+            if len(cands) == 1:   # nothing to choose: no tuning pass
+                lab = next(iter(cands)); append(TUNE, [dict(task=task, fold=fold, method=method, candidate=lab, tune_score=np.nan,
+                                                            tune_metric='fixed in advance', n_tune=0)])
+                return lab, cands[lab]
             rows = []
             for lab, (art, curve) in cands.items():
                 rows.append(dict(task=task, fold=fold, method=method, candidate=lab, tune_score=self.tune_metric(task, tune, art),
@@ -187,10 +191,6 @@ class Study:
             cache['iti'] = (rank, cands); return cache['iti']
 
         if 'unedited' not in have: record('unedited', None)
-        if 'RED' not in have:
-            cands = {f'lr={lr:g}': red_tune(m, tok, data, ref=ref, lr=lr, progress=False, **S2) for lr in GRID['red']}
-            lab, (art, curve) = choose('RED', cands)
-            record('RED', art, lab, curve, art.meta['n_trainable'])
         if 'LoFiT (own heads)' not in have or 'LoFiT (ITI heads)' not in have:
             rank, c1 = lofit_step1()
             spe1 = c1.seconds.iloc[-1] / len(c1) * math.ceil(len(data) / S1['batch_size'])
@@ -199,6 +199,14 @@ class Study:
             cands = {f'lr={lr:g}': bias_tune(m, tok, data, heads, ref=ref, lr=lr, progress=False, **S2) for lr in GRID['lofit']}
             lab, (art, curve) = choose('LoFiT (own heads)', cands)
             record('LoFiT (own heads)', art, lab + ' (+ step 1 in s/epoch)', curve, art.meta['n_trainable'], extra_secs=spe1)
+        if 'LoRA' not in have:
+            cands = {f'lr={lr:g}': lora_tune(m, tok, data, r=8, ref=ref, lr=lr, progress=False, **S2) for lr in GRID['lora']}
+            lab, (art, curve) = choose('LoRA', cands)
+            record('LoRA', art, lab, curve, art.meta['n_trainable'])
+        if 'RED' not in have:
+            cands = {f'lr={lr:g}': red_tune(m, tok, data, ref=ref, lr=lr, progress=False, **S2) for lr in GRID['red']}
+            lab, (art, curve) = choose('RED', cands)
+            record('RED', art, lab, curve, art.meta['n_trainable'])
         if 'ITI' not in have:
             rank_iti, cands = iti()
             lab, (art, _) = choose('ITI', cands)
@@ -212,10 +220,6 @@ class Study:
                                              method='LoFiT (ITI heads)', **S2) for lr in lrs}
             lab, (art, curve) = choose('LoFiT (ITI heads)', cands)
             record('LoFiT (ITI heads)', art, lab, curve, art.meta['n_trainable'])
-        if 'LoRA' not in have:
-            cands = {f'lr={lr:g}': lora_tune(m, tok, data, r=8, ref=ref, lr=lr, progress=False, **S2) for lr in GRID['lora']}
-            lab, (art, curve) = choose('LoRA', cands)
-            record('LoRA', art, lab, curve, art.meta['n_trainable'])
         if 'RepE control' not in have:
             if task == 'truthfulqa':
                 P, A, y, g = qa_pairs(fit, max_per_class=1); st = [f"{p} {a}" for p, a in zip(P, A)]
