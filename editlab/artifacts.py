@@ -12,7 +12,7 @@ import torch
 from torch import nn
 import pandas as pd
 from safetensors.torch import save_file, safe_open
-from .models import adapter, fingerprint
+from .models import adapter, fingerprint, offload_slot
 from .hooks import add_hook, add_vector, hook_shape, check_vector, resolve_hooks, parse_hook
 
 # %% auto #0
@@ -208,19 +208,25 @@ def _apply_delta(self:WeightDelta, model:nn.Module, alpha:float=1.0, strict:bool
                 raise ValueError(f"{todo[c]} and {n} are the same tied parameter but their deltas differ")
             continue
         todo[c] = n
-    saved = {}
+    saved, slots = {}, _offload_slots(model, todo, canon)   # offloaded weights: edited in accelerate's weights map
     def restore():
-        for c, orig in saved.items(): params[c].data.copy_(orig)
+        for c, orig in saved.items():
+            if not slots[c]: params[c].data.copy_(orig)
+            else:
+                for s, o in zip(slots[c], orig): s.restore(o)
     try:
         for c, n in todo.items():
             p = params[c]
-            new = (p.data.float() + alpha * self.dense(n).to(p.device, torch.float32)).to(p.dtype)
-            _check_finite(new, p.data, n, alpha)
-            if p.dtype != torch.float32 and alpha != 0 and torch.equal(new, p.data) and self.dense(n).abs().max() > 0:
-                warnings.warn(f"the delta for {n} is below the resolution of {p.dtype} at these weights: applying it changes "
+            cur = p.data if not slots[c] else slots[c][0].read()
+            new = (cur.float() + alpha * self.dense(n).to(cur.device, torch.float32)).to(cur.dtype)
+            _check_finite(new, cur, n, alpha)
+            if cur.dtype != torch.float32 and alpha != 0 and torch.equal(new, cur) and self.dense(n).abs().max() > 0:
+                warnings.warn(f"the delta for {n} is below the resolution of {cur.dtype} at these weights: applying it changes "
                               "nothing (edit a float32 copy, or scale the delta up)")
-            saved[c] = p.data.clone()
-            p.data.copy_(new)
+            if not slots[c]: saved[c] = p.data.clone(); p.data.copy_(new)
+            else:
+                saved[c] = [s.save() for s in slots[c]]
+                for s in slots[c]: s.write(new)
     except BaseException:
         restore(); raise
     stack = _edit_stack(model); token = object(); stack.append(token)
@@ -230,6 +236,14 @@ def _apply_delta(self:WeightDelta, model:nn.Module, alpha:float=1.0, strict:bool
                                "a later edit is still applied on top of this one")
         restore(); stack.pop()
     return Applied(undo, f"{len(saved)} weights")
+
+def _offload_slots(model, todo, canon)->dict:
+    "Canonical name -> the accelerate weights-map slots of it and of its tied aliases (each module loads its own key); [] when not offloaded"
+    out = {c: [] for c in todo}
+    for alias, c in canon.items():
+        if c in out and (s := offload_slot(model, alias)) is not None and all((t.source, t.key) != (s.source, s.key) for t in out[c]):
+            out[c].append(s)
+    return out
 
 def _check_finite(new:torch.Tensor, old:torch.Tensor, name:str, alpha:float):
     "Refuse an edited weight that is NaN/Inf in the parameter's own dtype where the weight was finite"

@@ -11,7 +11,7 @@ import pandas as pd
 import torch
 from torch import nn
 from tqdm.auto import tqdm
-from .models import adapter, fingerprint, check_layer, is_conv1d, model_device
+from .models import adapter, fingerprint, check_layer, is_conv1d, model_device, param_value
 from .hooks import intervene, capture, forward, hook_name
 from .artifacts import WeightDelta, LowRank
 from .evaluate import encode_prompt, subject_span, _pad, edit_scores, perplexity
@@ -101,7 +101,7 @@ def memit(model:nn.Module, tok, # model and tokenizer
             U, V = R.float(), A.T.float()
             lr = LowRank(V.T.contiguous(), U.T.contiguous()) if is_conv1d(ad.down(l)) else LowRank(U, V)
             name = ad.param_name(l, 'down'); out[name] = lr
-            _check_update(ad.down(l).weight, lr, name, "the targets are already reached at this layer")
+            _check_update(param_value(model, name), lr, name, "the targets are already reached at this layer")
             applied.append(WeightDelta({name: lr}).apply(model, strict=False))
     finally:
         for a in reversed(applied): a.undo()

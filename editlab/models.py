@@ -15,7 +15,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, AutoConfig, PreTra
 # %% auto #0
 __all__ = ['EMBEDDED', 'ARCHS', 'TINY_FAMILIES', 'cache_dir', 'embedded_gguf', 'load_model', 'prepare_tokenizer', 'ArchSpec',
            'register_arch', 'Adapter', 'in_features', 'is_conv1d', 'check_layer', 'adapter', 'tiny_tokenizer',
-           'tiny_model', 'fingerprint', 'model_device']
+           'tiny_model', 'OffloadSlot', 'offload_slot', 'param_value', 'fingerprint', 'model_device']
 
 # %% ../nbs/00_models.ipynb #7f55cbe1
 EMBEDDED = 'smollm2-135m-instruct'
@@ -272,13 +272,51 @@ def tiny_model(family:str='llama', # one of `TINY_FAMILIES`
     model = AutoModelForCausalLM.from_config(cfg).eval()
     return model, tok
 
+# %% ../nbs/00_models.ipynb #d26c5c37
+@dataclass
+class OffloadSlot:
+    "Where accelerate keeps an offloaded parameter: it stays on 'meta' and is loaded from `source[key]` at each forward"
+    source:object # accelerate's weights map: a state dict, or an `OffloadedWeightsLoader` over disk files
+    key:str       # the parameter's key in `source`
+    def read(self)->torch.Tensor: return self.source[self.key]
+    def _mem(self): return getattr(self.source, 'state_dict', self.source)   # in-memory entries win over disk ones
+    def write(self, t:torch.Tensor): self._mem()[self.key] = t
+    def save(self): m = self._mem(); return (self.key in m, m.get(self.key))
+    def restore(self, saved):
+        had, t = saved; m = self._mem()
+        if had: m[self.key] = t
+        else: m.pop(self.key, None)
+
+def _hf_hooks(mod:nn.Module)->list:
+    h = getattr(mod, '_hf_hook', None)
+    return [] if h is None else list(getattr(h, 'hooks', [h]))   # a SequentialHook holds several
+
+def offload_slot(model:nn.Module, # any model, possibly dispatched by accelerate
+                 name:str, # a parameter name from `named_parameters()`
+                )->OffloadSlot|None:
+    "Where an offloaded parameter's values live (None when the parameter holds its own data)"
+    mod_name, _, leaf = name.rpartition('.')
+    mod = model.get_submodule(mod_name)
+    if getattr(mod, leaf).device.type != 'meta': return None
+    for h in _hf_hooks(mod):
+        wm = getattr(h, 'weights_map', None)
+        if getattr(h, 'offload', False) and wm is not None:
+            return OffloadSlot(wm.dataset, wm.prefix + leaf) if hasattr(wm, 'dataset') else OffloadSlot(wm, leaf)
+    raise ValueError(f"parameter {name} is on the 'meta' device and no accelerate offload hook holds its values: "
+                     "load the weights (e.g. `from_pretrained(..., device_map=..., offload_folder=...)`)")
+
+def param_value(model:nn.Module, name:str)->torch.Tensor:
+    "The values of parameter `name` (detached), read from accelerate's weights map when it is offloaded"
+    s = offload_slot(model, name)
+    return model.get_parameter(name).detach() if s is None else s.read()
+
 # %% ../nbs/00_models.ipynb #1b1fadff
 def fingerprint(model:nn.Module)->dict:
     "{'arch': hash of names and shapes, 'weights': hash of a sample of embedding values}"
     h = hashlib.sha256()
     h.update(_cfg(model.config).model_type.encode())
     for n, p in model.named_parameters(): h.update(f"{n}:{tuple(p.shape)};".encode())
-    emb = adapter(model).embed.weight.detach()
+    emb = param_value(model, adapter(model).spec.embed + '.weight')   # offloaded: read from accelerate's map
     n = min(4096, emb.numel()); idx = torch.arange(n) * (emb.numel() // n)
     w = hashlib.sha256(emb.reshape(-1)[idx.to(emb.device)].float().cpu().numpy().tobytes()).hexdigest()[:16]
     return dict(arch=h.hexdigest()[:16], weights=w)
@@ -286,4 +324,8 @@ def fingerprint(model:nn.Module)->dict:
 # %% ../nbs/00_models.ipynb #ef84adfb
 def model_device(model:nn.Module)->torch.device:
     "Device of the model's input embedding (where inputs must go)"
-    return adapter(model).embed.weight.device
+    emb = adapter(model).embed
+    if emb.weight.device.type == 'meta':   # offloaded by accelerate: inputs go where its hook runs the embedding
+        dev = next((h.execution_device for h in _hf_hooks(emb) if getattr(h, 'execution_device', None) is not None), None)
+        if dev is not None: return torch.device(dev if not isinstance(dev, int) else f'cuda:{dev}')
+    return emb.weight.device

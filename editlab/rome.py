@@ -13,7 +13,7 @@ from torch import nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 from safetensors.torch import save_file, load_file
-from .models import adapter, fingerprint, check_layer, cache_dir, is_conv1d, model_device
+from .models import adapter, fingerprint, check_layer, cache_dir, is_conv1d, model_device, param_value
 from .hooks import intervene, capture, encode, forward, hook_name, get_activations, StopForward, _accepts_position_ids, kv_cache, cache_kwarg
 from .artifacts import WeightDelta, LowRank
 from .evaluate import encode_prompt, encode_target, subject_span, _pad
@@ -41,7 +41,7 @@ def stats_key(model:nn.Module, layer:int, corpus:str, n_tokens:int, seq_len:int)
     "Cache key of the key statistics: weights they depend on, site, dtype, corpus hash and sizes"
     h = hashlib.sha256()
     for n, p in _key_inputs(model, layer):
-        x = p.detach().reshape(-1); j = min(512, x.numel()); idx = (torch.arange(j) * (x.numel() // j)).to(x.device)
+        x = param_value(model, n).reshape(-1); j = min(512, x.numel()); idx = (torch.arange(j) * (x.numel() // j)).to(x.device)
         h.update(n.encode()); h.update(x[idx].float().cpu().numpy().tobytes())
     ad = adapter(model)
     h.update(json.dumps([ad.param_name(layer, 'down'), str(next(model.parameters()).dtype), corpus, n_tokens, seq_len]).encode())
@@ -383,7 +383,7 @@ def rome(model:nn.Module, tok, # model and tokenizer
     lr = rank_one_update(k, delta, C, conv1d=is_conv1d(ad.down(layer)))
     t3 = time.perf_counter()
     name = ad.param_name(layer, 'down')
-    _check_update(ad.down(layer).weight, lr, name, f"v* did not move (its NLL was {log.nll.iloc[0]:.3g} at step 0: the model "
+    _check_update(param_value(model, name), lr, name, f"v* did not move (its NLL was {log.nll.iloc[0]:.3g} at step 0: the model "
                   "may already predict target_new)")
     meta = dict(method='ROME', layer=layer, param=name, fingerprint=fingerprint(model), subject=record['subject'],
                 prompt=record['prompt'], target_new=record['target_new'], target_true=record.get('target_true'),
