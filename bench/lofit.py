@@ -1,7 +1,7 @@
 """Training time per epoch: LoFiT (step 1 head selection, step 2 bias tuning), RED and LoRA on the same data, in one process.
 
 Same model (the embedded SmolLM2-135M-Instruct), same examples, same batch size, same loss and the same training loop
-(`editlab.lofit._train`); only the trainable parameters differ. RED: a scaling and a bias vector at every block's
+(`editlab.lofit.train_params`); only the trainable parameters differ. RED: a scaling and a bias vector at every block's
 MLP output (`editlab.red.red_tune`). Arms run interleaved, one epoch each per round, so that
 drift in machine load hits all of them alike; prints the median seconds per epoch of the training loop itself, the
 ratio to LoRA, the whole call including set-up (LoRA copies the model and injects adapters; DPO reference log-probs are

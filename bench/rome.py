@@ -22,7 +22,7 @@ def main():
     torch.set_num_threads(a.threads); torch.set_grad_enabled(False)
     from editlab.models import load_model
     from editlab.hooks import forward
-    from editlab.evaluate import _pad
+    from editlab.evaluate import pad_batch
     from editlab.data import load_counterfact, wikitext_path
     from editlab import rome as R
     from editlab.memit import memit
@@ -34,7 +34,7 @@ def main():
     chunks = R._corpus_chunks(tok, corpus, a.tokens, 256)
     def plain():
         for i in range(0, len(chunks), 8):
-            ids, mask = _pad(chunks[i:i+8], tok.pad_token_id, 'right'); forward(model, ids, mask, use_cache=False)
+            ids, mask = pad_batch(chunks[i:i+8], tok.pad_token_id, 'right'); forward(model, ids, mask, use_cache=False)
     stats = lambda: R.layer_stats(model, tok, a.layer, corpus, n_tokens=a.tokens, cache=False, progress=False)
     t = {'plain forward': [], 'key statistics': []}
     for _ in range(2):

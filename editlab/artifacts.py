@@ -16,7 +16,7 @@ from .models import adapter, fingerprint, offload_slot
 from .hooks import add_hook, add_vector, hook_shape, check_vector, resolve_hooks, parse_hook
 
 # %% auto #0
-__all__ = ['Applied', 'check_alpha', 'Artifact', 'LowRank', 'WeightDelta', 'Term', 'Intervention']
+__all__ = ['Applied', 'check_alpha', 'Artifact', 'LowRank', 'WeightDelta', 'canonical_names', 'Term', 'Intervention']
 
 # %% ../nbs/02_artifacts.ipynb #7305d4d7
 def _version():
@@ -193,7 +193,7 @@ def _apply_delta(self:WeightDelta, model:nn.Module, alpha:float=1.0, strict:bool
     alpha = check_alpha(alpha)
     self.check_model(model, strict)
     params = dict(model.named_parameters())
-    canon = _canonical_names(model)
+    canon = canonical_names(model)
     missing = [n for n in self.deltas if n not in canon]
     if missing:
         raise KeyError(f"{len(missing)} delta(s) name no parameter of this model, e.g. {missing[0]!r}; "
@@ -253,7 +253,7 @@ def _check_finite(new:torch.Tensor, old:torch.Tensor, name:str, alpha:float):
                          f"{int(bad.sum())} entries overflow ({old.dtype} holds at most {torch.finfo(old.dtype).max:.3g}). "
                          "Nothing was applied; use a smaller delta or alpha, or a wider dtype.")
 
-def _canonical_names(model)->dict:
+def canonical_names(model)->dict:
     "Every parameter name, tied aliases included, mapped to the name `named_parameters()` uses"
     first, out = {}, {}
     for n, p in model.named_parameters(remove_duplicate=False):

@@ -11,12 +11,12 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
-from .models import adapter, fingerprint, check_layer, in_features
+from .models import adapter, fingerprint, check_layer, in_features, frozen
 from .hooks import capture, forward, hook_name
 from .artifacts import Artifact, Applied
-from .evaluate import encode_prompt, encode_target, target_logprobs, _pad, check_records
-from .rome import context_prefixes, edit_contexts, _logits
-from .tpatcher import PatchSet, attach_patches, _fast_path, patch_losses, memory_inputs, wikitext_sentences
+from .evaluate import encode_prompt, encode_target, target_logprobs, pad_batch, check_records
+from .rome import context_prefixes, edit_contexts, unembed_logits
+from .tpatcher import PatchSet, attach_patches, fast_path, patch_losses, memory_inputs, wikitext_sentences
 
 # %% auto #0
 __all__ = ['CaliNet', 'cka_scores', 'train_slots', 'calinet_edit', 'calinet_editor']
@@ -144,7 +144,7 @@ def _site_inputs(model, tok, rows:list[dict], layer:int, batch_size:int=32):
     try:
         for s in range(0, len(rows), batch_size):
             b = rows[s:s + batch_size]
-            ids, mask = _pad([r['ids'] for r in b], tok.pad_token_id, 'right')
+            ids, mask = pad_batch([r['ids'] for r in b], tok.pad_token_id, 'right')
             with torch.no_grad(), capture(model, [hook_name(layer, 'hook_resid_post')]) as c:
                 forward(model, ids, mask)
             x = rec.pop('x'); x = x.reshape(*ids.shape, x.shape[-1]).float()
@@ -158,7 +158,7 @@ def _row_logits(model, tok, rows:list[dict], batch_size:int):
     out = []
     for s in range(0, len(rows), batch_size):
         b = rows[s:s + batch_size]
-        ids, mask = _pad([r['ids'] for r in b], tok.pad_token_id, 'right')
+        ids, mask = pad_batch([r['ids'] for r in b], tok.pad_token_id, 'right')
         z = forward(model, ids, mask).logits.float()
         out.append(torch.cat([z[j, r['pos']] for j, r in enumerate(b)]))
     return torch.cat(out)
@@ -201,10 +201,9 @@ def train_slots(model:nn.Module, tok, # model (frozen) and tokenizer
     "(one trained `PatchSet` of slots per layer, training log) for all `rows` at once"
     ad = adapter(model); layers = sorted(check_layer(ad, L) for L in layers)
     if len(set(layers)) != len(layers): raise ValueError(f"each layer once, got {layers}")
-    fast = len(layers) == 1 and _fast_path(ad, layers[0])
+    fast = len(layers) == 1 and fast_path(ad, layers[0])
     f = {'relu': F.relu, 'gelu': F.gelu, 'silu': F.silu}[act]
     mrows = list(memory_rows or []) if loc_weight > 0 else []
-    flags = [p.requires_grad for p in model.parameters()]
     if key_init not in ('random', 'edit'): raise ValueError(f"key_init must be 'random' or 'edit', got {key_init!r}")
     T_all = torch.tensor([t for r in rows for t in r['tgt']])
     log, n_e = [], sum(len(r['pos']) for r in rows)
@@ -218,8 +217,7 @@ def train_slots(model:nn.Module, tok, # model (frozen) and tokenizer
             if t.dim() != 2 or t.shape[1] != in_features(ad.up(L)):
                 raise ValueError(f"memory for block {L} must be FFN inputs [N, {in_features(ad.up(L))}] (see `memory_inputs`), got {tuple(t.shape)}")
             mem[L] = t
-    try:
-        for p in model.parameters(): p.requires_grad_(False)
+    with frozen(model):
         X = {L: _site_inputs(model, tok, rows + mrows, L, batch_size) for L in layers}   # [N_edit + N_mem, d]
         with torch.no_grad(): base = F.log_softmax(_row_logits(model, tok, mrows, batch_size), -1) if mrows else None
         gen = torch.Generator().manual_seed(seed)
@@ -244,7 +242,7 @@ def train_slots(model:nn.Module, tok, # model (frozen) and tokenizer
                     h = h0 + f(x @ K.T + b) @ V
                     norm = ad.final_norm
                     h = norm(h[None].to(next(model.parameters()).dtype))[0] if norm is not None else h
-                    z = _logits(model, ad, h).float()
+                    z = unembed_logits(model, ad, h).float()
                 else:
                     removers = []
                     try:
@@ -266,8 +264,6 @@ def train_slots(model:nn.Module, tok, # model (frozen) and tokenizer
                 if not math.isfinite(log[-1]['nll']): raise FloatingPointError(f"the loss became {log[-1]['nll']} at step {step}: lower lr")
                 if log[-1]['nll'] < stop_nll and not (mlc > 0 and a_mem_max >= 0): break
                 opt.zero_grad(); loss.backward(); opt.step()
-    finally:
-        for p, fl in zip(model.parameters(), flags): p.requires_grad_(fl)
     out = []
     for L in layers:
         K, b, V = (t.detach() for t in tensors(L))

@@ -62,7 +62,7 @@ def artifact_cost(d, model:nn.Module)->dict:
     return dict(n_params=n if isinstance(n, int) else float('nan'), weights_changed=0)
 
 @contextmanager
-def _applied(d, model):
+def applied_model(d, model):
     "The model to score: `model` with artifact `d` applied (undone on exit), or the handle's `model` when the artifact routes inputs through a wrapper"
     if not hasattr(d, 'apply') or (isinstance(d, nn.Module) and type(d).apply is nn.Module.apply):   # torch's Module.apply is not the protocol
         raise TypeError(f"an editor returned {type(d).__name__}: it must return an artifact (with .apply(model))")
@@ -101,7 +101,7 @@ def compare_editors(model:nn.Module, tok, # model and tokenizer
         if not (miss := todo(name)): continue
         if name in batch:   # all records edited together; only the missing rows are kept
             d, dt, mb = measured_call(fn, model, tok, records); c = artifact_cost(d, model)
-            with _applied(d, model) as em: df = _score(em, tok, records, gen_tokens, token_acc)
+            with applied_model(d, model) as em: df = _score(em, tok, records, gen_tokens, token_acc)
             keep(df.assign(method=name, seconds=dt / len(records), rec=range(len(records)), peak_mb=mb,
                            n_params=c['n_params'] / len(records), weights_changed=c['weights_changed']).iloc[miss]); continue
         for i in tqdm(miss, desc=name, disable=not progress):
@@ -109,7 +109,7 @@ def compare_editors(model:nn.Module, tok, # model and tokenizer
             except ValueError as e:       # a refused edit (the editors check before they change anything): no change at all
                 if on_error == 'raise': raise
                 keep(_score(model, tok, [records[i]], gen_tokens, token_acc).assign(method=name, rec=i, error=str(e)[:300])); continue
-            with _applied(d, model) as em:
+            with applied_model(d, model) as em:
                 keep(_score(em, tok, [records[i]], gen_tokens, token_acc).assign(method=name, seconds=dt, rec=i, peak_mb=mb, **artifact_cost(d, model)))
     order = {m: j for j, m in enumerate(['unedited', *editors])}
     df = pd.concat([o for o in out if len(o)], ignore_index=True)

@@ -15,13 +15,13 @@ import torch.nn.functional as F
 from torch.func import functional_call
 from torch.nn.attention import sdpa_kernel, SDPBackend
 from tqdm.auto import tqdm
-from .models import adapter, fingerprint, cache_dir
+from .models import adapter, fingerprint, cache_dir, frozen
 from .hooks import forward, StopForward
 from .artifacts import WeightDelta, Applied, check_alpha
-from .evaluate import _pad
+from .evaluate import pad_batch
 from .finetune import select_params
-from .mend import (mend_targets, check_edit_batch, plot_mend_curve, _seqs, _target_nll, _frozen, _kl, _loc_seq, _answer_mask,
-                          _cache_key)
+from .mend import (mend_targets, check_edit_batch, plot_mend_curve, edit_seqs, target_nll, masked_kl, loc_seq, answer_mask,
+                          cache_key)
 
 # %% auto #0
 __all__ = ['enn_params', 'Prefix', 'SubsetForward', 'inner_sgd', 'enn_step', 'ENNState', 'text_chunks', 'train_enn', 'enn_edit',
@@ -137,8 +137,8 @@ class SubsetForward:
 # %% ../nbs/47_enn.ipynb #4d3504b2
 def _edit_inputs(tok, records):
     "Right-padded prompt + target_new batch and the target positions"
-    seqs, n_p, n_t = _seqs(tok, [r['prompt'] for r in records], [r['target_new'] for r in records])
-    ids, mask = _pad(seqs, tok.pad_token_id, 'right')
+    seqs, n_p, n_t = edit_seqs(tok, [r['prompt'] for r in records], [r['target_new'] for r in records])
+    ids, mask = pad_batch(seqs, tok.pad_token_id, 'right')
     return ids, mask, n_p, n_t
 
 def inner_sgd(run:SubsetForward, pre:Prefix, # the function and the edit batch's prefix
@@ -152,7 +152,7 @@ def inner_sgd(run:SubsetForward, pre:Prefix, # the function and the edit batch's
     losses = []
     for _ in range(k):
         with sdpa_kernel(SDPBackend.MATH) if create_graph else contextlib.nullcontext():   # CPU flash attention has no double backward
-            loss = _target_nll(run.logits(pre, params), pre.ids, n_prompt, n_target).mean()
+            loss = target_nll(run.logits(pre, params), pre.ids, n_prompt, n_target).mean()
             gs = torch.autograd.grad(loss, list(params.values()), create_graph=create_graph)
         params = {n: p - lr * g for (n, p), g in zip(params.items(), gs)}
         if not create_graph: params = {n: p.detach().requires_grad_() for n, p in params.items()}
@@ -175,15 +175,15 @@ def enn_step(run:SubsetForward, tok, # the model as a function of the subset, an
             )->tuple[torch.Tensor, dict]:
     "The ENN objective for one batch (differentiable in θ and η) and its parts"
     e_ids, e_mask, n_p, n_t = _edit_inputs(tok, batch)
-    loc, loc_p = zip(*[_loc_seq(tok, r) for r in batch]); loc = list(loc)
-    l_ids, l_mask = _pad(loc, tok.pad_token_id, 'right')
-    t_ids, t_mask = _pad(chunks, tok.pad_token_id, 'right')
+    loc, loc_p = zip(*[loc_seq(tok, r) for r in batch]); loc = list(loc)
+    l_ids, l_mask = pad_batch(loc, tok.pad_token_id, 'right')
+    t_ids, t_mask = pad_batch(chunks, tok.pad_token_id, 'right')
     pe, pl, pt = run.prepare(e_ids, e_mask), run.prepare(l_ids, l_mask), run.prepare(t_ids, t_mask)
     with torch.enable_grad():
         phi, losses = inner_sgd(run, pe, n_p, n_t, params, k, log_lr.exp(), create_graph=True)
-        le = _target_nll(run.logits(pe, phi), e_ids, n_p, n_t).mean()
+        le = target_nll(run.logits(pe, phi), e_ids, n_p, n_t).mean()
         lb = _lm_nll(run.logits(pt, params), t_ids, t_mask)
-        ll = _kl(run.logits(pl, params), run.logits(pl, phi), _answer_mask([len(x) for x in loc], loc_p, l_ids.shape[1]))
+        ll = masked_kl(run.logits(pl, params), run.logits(pl, phi), answer_mask([len(x) for x in loc], loc_p, l_ids.shape[1]))
         total = lb + c_edit * le + c_loc * ll
     return total, dict(loss=float(total.detach()), base_loss=float(lb.detach()), edit_loss_before=float(losses[0].detach()),
                        edit_loss=float(le.detach()), loc_kl=float(ll.detach()), inner_lr=float(log_lr.detach().exp()))
@@ -297,7 +297,7 @@ def train_enn(model:nn.Module, tok, # model (never changed) and tokenizer
     settings = dict(steps=steps, k=k, edit_lr=edit_lr, learn_lr=learn_lr, lr=lr, lr_lr=lr_lr, batch_size=batch_size,
                     text_batch=text_batch, seq_len=seq_len, names=names, c_edit=c_edit, c_loc=c_loc, seed=seed,
                     text=hashlib.sha256(json.dumps(chunks).encode()).hexdigest()[:16])
-    path = cache_dir('enn') / f"{_cache_key(model, records, settings)}.safetensors"
+    path = cache_dir('enn') / f"{cache_key(model, records, settings)}.safetensors"
     if cache and path.exists():
         st = ENNState.load(path, model)
         return st, st.curve
@@ -312,7 +312,7 @@ def train_enn(model:nn.Module, tok, # model (never changed) and tokenizer
     rows, was = [], model.training; model.eval()
     t_start = time.perf_counter()
     try:
-        with _frozen(model):
+        with frozen(model):
             bar = tqdm(range(steps), desc='ENN training', disable=not progress)
             for step in bar:
                 t0 = time.perf_counter()
@@ -358,10 +358,10 @@ def enn_edit(model:nn.Module, tok, # model (left unchanged) and tokenizer
     theta = {n: P[n].detach() for n in names}
     was = model.training; model.eval()
     try:
-        with _frozen(model), torch.enable_grad():
+        with frozen(model), torch.enable_grad():
             pre = run.prepare(ids, mask)
             phi, losses = inner_sgd(run, pre, n_p, n_t, {n: t.clone().requires_grad_() for n, t in theta.items()}, k, lr)
-            with torch.no_grad(): after = _target_nll(run.logits(pre, phi), ids, n_p, n_t).mean()
+            with torch.no_grad(): after = target_nll(run.logits(pre, phi), ids, n_p, n_t).mean()
     finally: model.train(was)
     meta = dict(method=f'{k}-step SGD', k=k, lr=lr, names=names, fingerprint=fingerprint(model), n_edits=len(records),
                 loss_before=float(losses[0]), loss_after=float(after), losses=[float(x) for x in losses],
@@ -416,10 +416,10 @@ def _saved_bytes(model):
 def _ft_step(run, tok, params, batch, chunks):
     "A plain fine-tuning step's loss on the same batch: base LM loss + edit NLL at θ"
     e_ids, e_mask, n_p, n_t = _edit_inputs(tok, batch)
-    t_ids, t_mask = _pad(chunks, tok.pad_token_id, 'right')
+    t_ids, t_mask = pad_batch(chunks, tok.pad_token_id, 'right')
     pe, pt = run.prepare(e_ids, e_mask), run.prepare(t_ids, t_mask)
     with torch.enable_grad():
-        return _lm_nll(run.logits(pt, params), t_ids, t_mask) + _target_nll(run.logits(pe, params), e_ids, n_p, n_t).mean()
+        return _lm_nll(run.logits(pt, params), t_ids, t_mask) + target_nll(run.logits(pe, params), e_ids, n_p, n_t).mean()
 
 def enn_cost(model:nn.Module, tok, # model (never changed) and tokenizer
              records:list[dict], # training records (the first `batch_size` are used)
@@ -436,7 +436,7 @@ def enn_cost(model:nn.Module, tok, # model (never changed) and tokenizer
     layer_sets = layer_sets or [[ad.n_layers - 1], [ad.n_layers - 2, ad.n_layers - 1]]
     batch, chunks = records[:batch_size], text_chunks(tok, text, seq_len, max_chunks=1)
     rows = []
-    with _frozen(model):
+    with frozen(model):
         for layers in layer_sets:
             names = enn_params(model, list(layers))
             run = SubsetForward(model, names, prefix)

@@ -16,9 +16,9 @@ from .models import model_device
 from .hooks import forward, encode, check_context
 
 # %% auto #0
-__all__ = ['QA_TEMPLATE', 'encode_target', 'encode_prompt', 'check_records', 'subject_span', 'target_logprobs', 'edit_scores',
-           'token_scores', 'summarize', 'portability_scores', 'mc_scores', 'generate', 'ngram_entropy', 'fluency',
-           'perplexity']
+__all__ = ['QA_TEMPLATE', 'encode_target', 'encode_prompt', 'check_records', 'subject_span', 'check_request', 'pad_batch',
+           'target_logprobs', 'edit_scores', 'token_scores', 'summarize', 'portability_scores', 'mc_scores', 'generate',
+           'ngram_entropy', 'fluency', 'perplexity']
 
 # %% ../nbs/04_evaluate.ipynb #c7052e13
 def encode_target(tok, target:str)->list[int]:
@@ -80,8 +80,19 @@ def subject_span(tok, prompt:str, # the prompt as `encode_prompt` tokenizes it
     if e <= s: raise ValueError(f"subject {subject!r} covers no token of prompt {prompt!r}")
     return s, e
 
+# %% ../nbs/04_evaluate.ipynb #77e8ebac
+def check_request(record:dict)->dict:
+    "Validate an edit request {prompt, subject, target_new, target_true?} with errors that name the problem"
+    for k in ('prompt', 'subject', 'target_new'):
+        if k not in record: raise KeyError(f"the edit request needs {k!r}; it has {sorted(record)}")
+    tn, tt = record['target_new'], record.get('target_true')
+    if not isinstance(tn, str) or not tn.strip(): raise ValueError(f"target_new {tn!r} is empty")
+    if tt is not None and tn.strip() == str(tt).strip():
+        raise ValueError(f"target_new {tn!r} equals target_true: there is nothing to edit")
+    return record
+
 # %% ../nbs/04_evaluate.ipynb #8437a3a2
-def _pad(seqs:list[list[int]], pad_id:int, side:str):
+def pad_batch(seqs:list[list[int]], pad_id:int, side:str):
     L = max(map(len, seqs))
     ids = torch.full((len(seqs), L), pad_id, dtype=torch.long); mask = torch.zeros(len(seqs), L, dtype=torch.long)
     for i, s in enumerate(seqs):
@@ -108,7 +119,7 @@ def target_logprobs(model:nn.Module, tok, # model and tokenizer
     for s in range(0, len(order), batch_size):
         idx = order[s:s+batch_size]
         seqs = [P[i] + T[i] for i in idx]
-        ids, mask = _pad(seqs, tok.pad_token_id, padding_side)
+        ids, mask = pad_batch(seqs, tok.pad_token_id, padding_side)
         logp = F.log_softmax(forward(model, ids, mask).logits.float(), -1).cpu()
         L = ids.shape[1]
         for j, i in enumerate(idx):
@@ -301,7 +312,7 @@ def perplexity(model:nn.Module, tok, text:str|list[str], # text (texts are joine
     nll, n = 0.0, 0
     for s in range(0, len(wins), batch_size):
         ws = wins[s:s+batch_size]
-        x, mask = _pad([w.tolist() for w in ws], tok.pad_token_id, 'right')
+        x, mask = pad_batch([w.tolist() for w in ws], tok.pad_token_id, 'right')
         logits = forward(model, x, mask).logits.float()
         lp = F.log_softmax(logits[:, :-1], -1).gather(-1, x[:, 1:, None].to(logits.device))[..., 0]
         keep = mask[:, 1:].bool().to(lp.device)

@@ -11,11 +11,11 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
-from .models import adapter, fingerprint, check_layer
+from .models import adapter, fingerprint, check_layer, frozen
 from .hooks import add_hook, capture, intervene, forward, encode, hook_name, hook_shape, get_activations, kv_cache
 from .artifacts import Artifact, Applied
 from .evaluate import encode_prompt, encode_target, subject_span, check_records
-from .rome import _run_tail, _logits
+from .rome import run_tail, unembed_logits
 from .finetune import LossScale
 
 # %% auto #0
@@ -182,10 +182,8 @@ def train_value(model:nn.Module, tok, # model and tokenizer
     v = v0.detach().float().clone().requires_grad_(True)
     def force(x, ctx):    # the tail starts at the key token
         return torch.cat([v.to(x.dtype).expand(x.shape[0], 1, -1), x[:, 1:]], 1)
-    flags = [p.requires_grad for p in model.parameters()]
     log = []
-    try:
-        for p in model.parameters(): p.requires_grad_(False)
+    with frozen(model):
         with book.apply(model, strict=False):
             groups = []
             for i, pr in enumerate(prompts):
@@ -203,15 +201,13 @@ def train_value(model:nn.Module, tok, # model and tokenizer
                 with torch.enable_grad():
                     nll = 0.
                     for ids, mask, past, o in groups:
-                        with intervene(model, {vh: force}): h = _run_tail(model, ad, ids, mask, past)
-                        logp = F.log_softmax(_logits(model, ad, h[0, o:o+len(T)]), -1)
+                        with intervene(model, {vh: force}): h = run_tail(model, ad, ids, mask, past)
+                        logp = F.log_softmax(unembed_logits(model, ad, h[0, o:o+len(T)]), -1)
                         nll = nll - logp.gather(-1, tgt.to(logp.device)[:, None]).mean() / len(groups)
                     log.append(dict(step=step, nll=float(nll.detach()), v_norm=float(v.detach().norm())))
                     if log[-1]['nll'] < stop_nll: break
                     opt.zero_grad(); scaler(nll).backward()
                     if scaler.unscale([v]): opt.step()
-    finally:
-        for p, f in zip(model.parameters(), flags): p.requires_grad_(f)
     return v.detach(), pd.DataFrame(log)
 
 # %% ../nbs/35_grace.ipynb #7dcd183f

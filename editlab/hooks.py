@@ -15,7 +15,7 @@ from .models import adapter, check_layer, model_device
 # %% auto #0
 __all__ = ['HOOK_KINDS', 'hook_name', 'hook_names', 'parse_hook', 'resolve_hooks', 'FwdCtx', 'add_hook', 'StopForward',
            'intervene', 'position_mask', 'check_vector', 'hook_shape', 'add_vector', 'ActivationCache', 'capture',
-           'encode', 'cache_kwarg', 'kv_cache', 'check_context', 'forward', 'get_activations']
+           'encode', 'accepts_position_ids', 'cache_kwarg', 'kv_cache', 'check_context', 'forward', 'get_activations']
 
 # %% ../nbs/01_hooks.ipynb #663d90b8
 HOOK_KINDS = ('hook_resid_pre', 'hook_resid_post', 'attn.hook_z', 'attn.hook_out', 'mlp.hook_post', 'mlp.hook_out')
@@ -335,7 +335,7 @@ def _params(model)->set:
     try: return set(inspect.signature(model.forward).parameters)
     except (TypeError, ValueError): return set()
 
-def _accepts_position_ids(model)->bool: return 'position_ids' in _params(model)
+def accepts_position_ids(model)->bool: return 'position_ids' in _params(model)
 
 def cache_kwarg(model:nn.Module)->str:
     "The name under which `model.forward` takes a KV cache: `cache` (transformers >= 5.2x) or `past_key_values`"
@@ -361,7 +361,7 @@ def forward(model:nn.Module, input_ids:torch.Tensor, attention_mask:torch.Tensor
     if attention_mask is None: attention_mask = torch.ones_like(input_ids)
     attention_mask = attention_mask.to(dev)
     if 'past_key_values' in kwargs: kwargs[cache_kwarg(model)] = kwargs.pop('past_key_values')
-    if _accepts_position_ids(model) and 'position_ids' not in kwargs and type(model).__name__ not in ('OPTForCausalLM',):
+    if accepts_position_ids(model) and 'position_ids' not in kwargs and type(model).__name__ not in ('OPTForCausalLM',):
         # the mask covers cached tokens too: keep the positions of the tokens fed now
         kwargs['position_ids'] = (attention_mask.long().cumsum(-1) - 1).clamp_min(0)[:, -input_ids.shape[1]:]
     return model(input_ids=input_ids, attention_mask=attention_mask, **kwargs)

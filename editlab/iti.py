@@ -14,7 +14,7 @@ from tqdm.auto import tqdm
 from .models import adapter, fingerprint
 from .hooks import capture, encode, forward, hook_name
 from .artifacts import Intervention, Term, check_alpha
-from .evaluate import QA_TEMPLATE, encode_prompt, encode_target, _pad
+from .evaluate import QA_TEMPLATE, encode_prompt, encode_target, pad_batch
 
 # %% auto #0
 __all__ = ['qa_pairs', 'head_activations', 'fit_head_probes', 'iti_intervention']
@@ -41,7 +41,7 @@ def head_activations(model:nn.Module, tok, prompts:list[str], answers:list[str],
     out = []
     rng = range(0, len(seqs), batch_size)
     for i in tqdm(rng, desc='head activations', disable=not progress):
-        ids, mask = _pad(seqs[i:i+batch_size], tok.pad_token_id, 'left')
+        ids, mask = pad_batch(seqs[i:i+batch_size], tok.pad_token_id, 'left')
         with capture(model, names, positions='last') as c: forward(model, ids, mask)
         out.append(torch.stack([c[n].float().cpu() for n in names], 1))
     return torch.cat(out)

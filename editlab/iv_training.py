@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 from .hooks import intervene, forward, hook_name
 from .artifacts import Intervention, WeightDelta
-from .evaluate import encode_prompt, encode_target, _pad, perplexity
+from .evaluate import encode_prompt, encode_target, pad_batch, perplexity
 from .finetune import finetune, prompt_end_fns
 from .instruction_vectors import answer_probs, icl_pairs, QUERY_TEMPLATE
 
@@ -56,7 +56,7 @@ def iv_kl(model:nn.Module, tok, # the model as it is before training (the frozen
     for s in range(0, len(P), batch_size):
         seqs = [p + t for p, t in zip(P[s:s+batch_size], T[s:s+batch_size])]
         n_p = [len(p) for p in P[s:s+batch_size]]
-        ids, mask = _pad(seqs, tok.pad_token_id, 'right')
+        ids, mask = pad_batch(seqs, tok.pad_token_id, 'right')
         with intervene(model, {} if iv is None else prompt_end_fns(iv, n_p)):
             lp = forward(model, ids, mask).logits.float().log_softmax(-1).cpu()   # [b, q, V]
         for i, q in enumerate(seqs): teacher.append(lp[i, n_p[i]-1] if tokens == 'last' else lp[i, :len(q)])

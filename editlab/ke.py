@@ -13,9 +13,9 @@ from torch import nn
 from .models import adapter, fingerprint, cache_dir
 from .hooks import forward
 from .artifacts import WeightDelta
-from .evaluate import _pad
+from .evaluate import pad_batch
 from .mend import (mend_targets, edit_grads, check_edit_batch, low_rank_hooks, plot_mend_curve, MendEditor, train_editor_loop, save_editor_net, load_editor_net, factors_delta,
-                          _seqs, _target_nll, _kl, _first, _loc_seq, _answer_mask, _cache_key)
+                          edit_seqs, target_nll, masked_kl, first_text, loc_seq, answer_mask, cache_key)
 
 # %% auto #0
 __all__ = ['edit_pass', 'KEHead', 'KnowledgeEditor', 'load_ke', 'ke_edit', 'ke_step', 'train_ke', 'ke_editor']
@@ -27,7 +27,7 @@ def edit_pass(model:nn.Module, tok, # model (left unchanged) and tokenizer
               extra:list[list[int]]=(), # more token sequences in the same forward (their logits are returned)
              )->tuple[dict, torch.Tensor, torch.Tensor, torch.Tensor, list[int]]:
     "`edit_grads` plus the edit's condition input: (grads, loss [n], extra logits, pooled [n, 2·d_model], gradient tokens per edit)"
-    seqs, n_p, n_t = _seqs(tok, [r['prompt'] for r in records], [r['target_new'] for r in records])
+    seqs, n_p, n_t = edit_seqs(tok, [r['prompt'] for r in records], [r['target_new'] for r in records])
     got = []
     def grab(mod, args, out): got.append((out[0] if isinstance(out, tuple) else out).detach())
     h = adapter(model).final_norm.register_forward_hook(grab)
@@ -151,20 +151,20 @@ def ke_step(model:nn.Module, tok, # frozen model and tokenizer
            )->tuple[torch.Tensor, dict]:
     "One KE training loss L_e + λ(KL - m) (differentiable in the editor only) and its parts"
     n = len(batch)
-    prm = _seqs(tok, [r['prompt'] for r in batch], [r['target_new'] for r in batch])
-    para = _seqs(tok, [_first(r['paraphrases']) for r in batch], [r['target_new'] for r in batch])
-    loc, loc_p = zip(*[_loc_seq(tok, r) for r in batch]); loc = list(loc)
+    prm = edit_seqs(tok, [r['prompt'] for r in batch], [r['target_new'] for r in batch])
+    para = edit_seqs(tok, [first_text(r['paraphrases']) for r in batch], [r['target_new'] for r in batch])
+    loc, loc_p = zip(*[loc_seq(tok, r) for r in batch]); loc = list(loc)
     grads, loss0, base, pooled, counts = edit_pass(model, tok, batch, editor.targets, extra=para[0] + loc)
-    ids, mask = _pad(prm[0] + para[0] + loc, tok.pad_token_id, 'right')
+    ids, mask = pad_batch(prm[0] + para[0] + loc, tok.pad_token_id, 'right')
     L = ids.shape[1]; base = base[:, :L]
-    para_before = _target_nll(base[:n], ids[n:2 * n], para[1], para[2])
+    para_before = target_nll(base[:n], ids[n:2 * n], para[1], para[2])
     with torch.enable_grad():
         fac = editor.factors(grads, pooled, counts)
         with low_rank_hooks(model, editor.targets, fac):
             logits = forward(model, ids, mask, use_cache=False).logits
-        lp = _target_nll(logits[:n], ids[:n], prm[1], prm[2]).mean()
-        le = _target_nll(logits[n:2 * n], ids[n:2 * n], para[1], para[2]).mean()
-        kl = _kl(base[n:], logits[2 * n:], _answer_mask([len(x) for x in loc], loc_p, L))
+        lp = target_nll(logits[:n], ids[:n], prm[1], prm[2]).mean()
+        le = target_nll(logits[n:2 * n], ids[n:2 * n], para[1], para[2]).mean()
+        kl = masked_kl(base[n:], logits[2 * n:], answer_mask([len(x) for x in loc], loc_p, L))
         total = 0.5 * (lp + le) + lam * (kl - margin)
     return total, dict(loss=float(total.detach()), edit_loss=float(le.detach()), loc_kl=float(kl.detach()),
                        edit_loss_before=float(para_before.mean()), prompt_loss=float(lp.detach()), edit_prompt_loss=float(loss0.mean()))
@@ -192,7 +192,7 @@ def train_ke(model:nn.Module, tok, # frozen model and tokenizer
     if steps < 1 or batch_size < 1: raise ValueError("steps and batch_size must be >= 1")
     settings = dict(method='KE', steps=steps, batch_size=batch_size, layers=layers, roles=list(roles), cond_dim=cond_dim, hidden=hidden,
                     edit_lr=edit_lr, shift_scale=shift_scale, lr=lr, margin=margin, lam_init=lam_init, lam_lr=lam_lr, seed=seed)
-    path = cache_dir('ke') / f"{_cache_key(model, records, settings)}.safetensors"
+    path = cache_dir('ke') / f"{cache_key(model, records, settings)}.safetensors"
     if cache and path.exists():
         ed = load_ke(path, model)
         return ed, pd.DataFrame(ed.meta.get('curve', []))

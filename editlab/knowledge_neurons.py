@@ -11,11 +11,10 @@ import pandas as pd
 import torch
 from torch import nn
 import torch.nn.functional as F
-from .models import adapter, check_layer, fingerprint, is_conv1d
+from .models import adapter, check_layer, fingerprint, is_conv1d, frozen
 from .hooks import intervene, capture, forward, hook_name, position_mask, get_activations, kv_cache
 from .artifacts import WeightDelta
-from .evaluate import encode_prompt, encode_target, target_logprobs, _pad
-from .rome import check_request
+from .evaluate import encode_prompt, encode_target, target_logprobs, pad_batch, check_request
 from .finetune import LossScale
 
 # %% auto #0
@@ -24,16 +23,6 @@ __all__ = ['PROMPT_TEMPLATES', 'integrated_gradients', 'fact_prompts', 'knowledg
            'kn_effects']
 
 # %% ../nbs/31_knowledge_neurons.ipynb #daeb2342
-@contextmanager
-def _frozen(model:nn.Module):
-    "Autograd on, the model's parameters out of it (restored after, also on errors)"
-    flags = [p.requires_grad for p in model.parameters()]
-    try:
-        for p in model.parameters(): p.requires_grad_(False)
-        with torch.enable_grad(): yield
-    finally:
-        for p, f in zip(model.parameters(), flags): p.requires_grad_(f)
-
 def _layers(ad, layers)->list[int]:
     "Validated, sorted, unique layer indices (all layers for None)"
     if layers is None: return list(range(ad.n_layers))
@@ -74,7 +63,7 @@ def integrated_gradients(model:nn.Module, tok, # model and tokenizer
     alphas = torch.arange(1, steps + 1, dtype=torch.float32, device=dev) / steps     # k/m, k = 1..m (the paper's Riemann sum)
     row_layer = torch.arange(len(layers), device=dev).repeat_interleave(steps); row_alpha = alphas.repeat(len(layers))
     G = torch.zeros_like(W); scale = LossScale(model).s
-    with _frozen(model):
+    with frozen(model), torch.enable_grad():
         for s in range(0, len(row_layer), batch_size):
             li, al = row_layer[s:s+batch_size], row_alpha[s:s+batch_size]; n = len(li)
             A = (al[:, None] * W[li]).requires_grad_()                   # the scaled activations: the leaves
@@ -208,7 +197,7 @@ def top1_correct(model:nn.Module, tok, # model and tokenizer
     out = []
     for s in range(0, len(records), batch_size):
         chunk = records[s:s+batch_size]
-        ids, mask = _pad([encode_prompt(tok, r['prompt']) for r in chunk], tok.pad_token_id, 'left')
+        ids, mask = pad_batch([encode_prompt(tok, r['prompt']) for r in chunk], tok.pad_token_id, 'left')
         with torch.no_grad(): top = forward(model, ids, mask).logits[:, -1].argmax(-1).tolist()
         out += [t == encode_target(tok, r['target_true'])[0] for t, r in zip(top, chunk)]
     return out

@@ -14,12 +14,13 @@ from tqdm.auto import tqdm
 from .models import adapter, fingerprint
 from .hooks import intervene, hook_name, forward, encode
 from .artifacts import Intervention, Term, WeightDelta, LowRank
-from .evaluate import QA_TEMPLATE, encode_prompt, encode_target, _pad, target_logprobs, generate
+from .evaluate import QA_TEMPLATE, encode_prompt, encode_target, pad_batch, target_logprobs, generate
 from .finetune import completion_loss, LossScale
 
 # %% auto #0
-__all__ = ['TaskData', 'completions', 'preferences', 'tqa_preferences', 'icl_completions', 'seq_logprobs', 'dpo_loss',
-           'reference_logprobs', 'select_heads', 'top_heads', 'bias_tune', 'lora_tune', 'icl_exact_match']
+__all__ = ['TaskData', 'check_texts', 'completions', 'preferences', 'tqa_preferences', 'icl_completions', 'seq_logprobs',
+           'dpo_loss', 'reference_logprobs', 'train_params', 'select_heads', 'top_heads', 'bias_tune', 'lora_tune',
+           'icl_exact_match']
 
 # %% ../nbs/40_lofit.ipynb #1d18f106
 @dataclass
@@ -37,7 +38,7 @@ class TaskData:
         pick = lambda xs: None if xs is None else [xs[i] for i in idx]
         return TaskData(self.kind, pick(self.prompts), pick(self.targets), pick(self.chosen), pick(self.rejected))
 
-def _check_texts(xs, n, what):
+def check_texts(xs, n, what):
     if xs is None or len(xs) != n: raise ValueError(f"{n} prompts but {0 if xs is None else len(xs)} {what}")
     for i, x in enumerate(xs):
         if not isinstance(x, str) or not x.strip():
@@ -48,7 +49,7 @@ def completions(prompts:list[str], # one prompt per example
                )->TaskData:
     "Completion examples for the cross-entropy loss"
     if len(prompts) == 0: raise ValueError("empty training set: pass at least one (prompt, target) pair")
-    _check_texts(prompts, len(prompts), 'prompts'); _check_texts(targets, len(prompts), 'targets')
+    check_texts(prompts, len(prompts), 'prompts'); check_texts(targets, len(prompts), 'targets')
     return TaskData('ce', list(prompts), targets=list(targets))
 
 def preferences(prompts:list[str], # one prompt per pair
@@ -57,8 +58,8 @@ def preferences(prompts:list[str], # one prompt per pair
                )->TaskData:
     "Preference pairs for the DPO loss"
     if len(prompts) == 0: raise ValueError("empty training set: pass at least one (prompt, chosen, rejected) triple")
-    _check_texts(prompts, len(prompts), 'prompts')
-    _check_texts(chosen, len(prompts), 'chosen answers'); _check_texts(rejected, len(prompts), 'rejected answers')
+    check_texts(prompts, len(prompts), 'prompts')
+    check_texts(chosen, len(prompts), 'chosen answers'); check_texts(rejected, len(prompts), 'rejected answers')
     return TaskData('dpo', list(prompts), chosen=list(chosen), rejected=list(rejected))
 
 # %% ../nbs/40_lofit.ipynb #aabee847
@@ -149,7 +150,7 @@ def _batches(n:int, batch_size:int, steps:int, seed:int):
         b, order = order[:batch_size], order[batch_size:]
         yield b
 
-def _train(model:nn.Module, tok, data:TaskData, params:list[torch.Tensor], fns_of:callable|None, # hook fns built from params
+def train_params(model:nn.Module, tok, data:TaskData, params:list[torch.Tensor], fns_of:callable|None, # hook fns built from params
            steps:int, lr:float, batch_size:int, beta:float, seed:int, progress:bool, desc:str,
            penalty:callable|None=None, ref=None)->pd.DataFrame:
     "Adam on `params` only, with `fns_of()` hooked in; returns the loss curve (with seconds since the first step began)"
@@ -173,11 +174,11 @@ def _train(model:nn.Module, tok, data:TaskData, params:list[torch.Tensor], fns_o
             for step, idx in enumerate(bar):
                 with torch.enable_grad():
                     if data.kind == 'ce':
-                        ids, mask = _pad([P[i] + T[i] for i in idx], tok.pad_token_id, 'right')
+                        ids, mask = pad_batch([P[i] + T[i] for i in idx], tok.pad_token_id, 'right')
                         task = completion_loss(model, ids, mask, [len(P[i]) for i in idx], [len(T[i]) for i in idx])
                     else:
                         seqs = [P[i] + T[i] for i in idx] + [P[i] + R[i] for i in idx]
-                        ids, mask = _pad(seqs, tok.pad_token_id, 'right')
+                        ids, mask = pad_batch(seqs, tok.pad_token_id, 'right')
                         lp = seq_logprobs(model, ids, mask, [len(P[i]) for i in idx]*2, [len(T[i]) for i in idx] + [len(R[i]) for i in idx])
                         task = dpo_loss(lp[:len(idx)], lp[len(idx):], ref[0][idx], ref[1][idx], beta)
                     pen = penalty() if penalty else torch.zeros(())
@@ -212,7 +213,7 @@ def select_heads(model:nn.Module, tok, # model (left unchanged) and tokenizer
     ad = adapter(model); L, H, d = ad.n_layers, ad.n_heads, ad.head_dim
     g = torch.Generator().manual_seed(seed)
     A = (torch.randn(L, H, d, generator=g) * init_std).to(adapter(model).embed.weight.device).requires_grad_(True)
-    curve = _train(model, tok, data, [A], lambda: _scale_fns(model, A), steps, lr, batch_size, beta, seed, progress,
+    curve = train_params(model, tok, data, [A], lambda: _scale_fns(model, A), steps, lr, batch_size, beta, seed, progress,
                    'LoFiT step 1 (heads)', penalty=lambda: lam * A.abs().sum(), ref=ref)
     score = A.detach().float().norm(dim=-1).cpu()
     ll, hh = torch.meshgrid(torch.arange(L), torch.arange(H), indexing='ij')
@@ -260,7 +261,7 @@ def bias_tune(model:nn.Module, tok, # model (left unchanged) and tokenizer
     heads = _check_heads(model, heads)
     ad = adapter(model); g = torch.Generator().manual_seed(seed)
     V = (torch.randn(len(heads), ad.head_dim, generator=g) * init_std).to(ad.embed.weight.device).requires_grad_(True)
-    curve = _train(model, tok, data, [V], lambda: _bias_fns(model, heads, V), steps, lr, batch_size, beta, seed, progress,
+    curve = train_params(model, tok, data, [V], lambda: _bias_fns(model, heads, V), steps, lr, batch_size, beta, seed, progress,
                    f'{method} step 2 (bias)', ref=ref)
     vecs = {}
     for (L, h), v in zip(heads, V.detach().float().cpu()): vecs.setdefault(L, torch.zeros(ad.n_heads, ad.head_dim))[h] = v
@@ -297,7 +298,7 @@ def lora_tune(model:nn.Module, tok, # model (left unchanged) and tokenizer
     work = inject_adapter_in_model(cfg, work)
     params = [p for n, p in work.named_parameters() if 'lora_' in n]
     for q in params: q.data = q.data.float()   # adapters train in float32 (Adam on float16 weights gives NaN); peft casts at the layer
-    curve = _train(work, tok, data, params, None, steps, lr, batch_size, beta, seed, progress, 'LoRA', ref=ref)
+    curve = train_params(work, tok, data, params, None, steps, lr, batch_size, beta, seed, progress, 'LoRA', ref=ref)
     deltas = {}
     for name, mod in work.named_modules():
         if hasattr(mod, 'lora_A') and 'default' in getattr(mod, 'lora_A', {}):

@@ -14,13 +14,12 @@ from tqdm.auto import tqdm
 from .models import adapter, fingerprint, check_layer, is_conv1d, model_device, param_value
 from .hooks import intervene, capture, forward, hook_name
 from .artifacts import WeightDelta, LowRank
-from .evaluate import encode_prompt, subject_span, _pad, edit_scores, perplexity
+from .evaluate import encode_prompt, subject_span, pad_batch, edit_scores, perplexity
 from .rome import (layer_stats, context_prefixes, edit_contexts, compute_v, check_request, solve_psd, subject_acts,
-                          _check_update)
-from .sequential import sequential_study
+                          check_update)
 
 # %% auto #0
-__all__ = ['memit', 'memit_editor', 'sequential']
+__all__ = ['memit', 'memit_editor']
 
 # %% ../nbs/33_memit.ipynb #fb7172cf
 def _site_acts(model, tok, requests, contexts_of, hooks:list[str]):
@@ -101,7 +100,7 @@ def memit(model:nn.Module, tok, # model and tokenizer
             U, V = R.float(), A.T.float()
             lr = LowRank(V.T.contiguous(), U.T.contiguous()) if is_conv1d(ad.down(l)) else LowRank(U, V)
             name = ad.param_name(l, 'down'); out[name] = lr
-            _check_update(param_value(model, name), lr, name, "the targets are already reached at this layer")
+            check_update(param_value(model, name), lr, name, "the targets are already reached at this layer")
             applied.append(WeightDelta({name: lr}).apply(model, strict=False))
     finally:
         for a in reversed(applied): a.undo()
@@ -131,27 +130,8 @@ def memit_editor(model:nn.Module, tok, # the model to edit and its tokenizer
     stats = {l: layer_stats(model, tok, l, stats_corpus(corpus), n_tokens=n_tokens, progress=False) for l in Ls}
     return lambda m, t, rs: memit(m, t, rs, Ls, stats=stats, lam=lam, progress=False)
 
-# %% ../nbs/33_memit.ipynb #57739f65
-def sequential(model:nn.Module, tok, # model and tokenizer
-               records:list[dict], # edit requests, applied in order
-               edit_fn, # edit_fn(model, tok, batch: list[dict]) -> WeightDelta, e.g. ROME or MEMIT
-               batch_size:int=1, # requests per edit
-               every:int=10, # re-score all edits so far after this many requests
-               text:str|None=None, # text for perplexity (None skips it)
-               collapse_ppl:float=2.0, # flag when perplexity exceeds this x the unedited value
-               progress:bool=True, # tqdm bar
-              )->tuple[WeightDelta, pd.DataFrame]:
-    "Apply edits one batch after another, re-scoring earlier edits as it goes: (summed delta, retention curve)"
-    if len(records) == 0: raise ValueError("no edit requests")
-    if batch_size < 1 or every < 1: raise ValueError("batch_size and every must be >= 1")
-    deltas = []
-    def step(m, t, recs, prev):   # `sequential_study` passes one record, or a list when batch_size > 1
-        d = edit_fn(m, t, recs if isinstance(recs, list) else [recs]); deltas.append(d); return d
-    n = len(records)
-    curve = sequential_study(model, tok, records, step, stages=sorted(set(range(every, n + 1, every)) | {n}), batch=batch_size,
-                             ppl_text=text, first=min(every, n), collapse_ppl=collapse_ppl, progress=progress)
-    total = sum(deltas[1:], deltas[0])
-    total.meta = dict(method='sequential', editor=deltas[0].meta.get('method'), n_edits=n, batch_size=batch_size,
-                      fingerprint=deltas[0].meta.get('fingerprint'), ppl_unedited=curve.attrs.get('ppl_unedited'))
-    cols = ['n_edits', 'es', 'ps', 'ns', 'es_first', 'delta_norm'] + (['ppl'] if text else []) + ['collapsed']
-    return total, curve.rename(columns={'edits': 'n_edits', 'dW': 'delta_norm'})[cols]
+# %% ../nbs/33_memit.ipynb #36d60cd2
+def __getattr__(name):
+    if name == 'sequential':   # the loop is editor-agnostic and lives with the sequential study
+        raise AttributeError("editlab.memit.sequential is editlab.sequential.sequential_edits (it runs any weight editor, MEMIT's batch form included)")
+    raise AttributeError(f"module 'editlab.memit' has no attribute {name!r}")

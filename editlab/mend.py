@@ -14,14 +14,15 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 from safetensors import safe_open
 from safetensors.torch import save_file
-from .models import adapter, fingerprint, check_layer, is_conv1d, in_features, cache_dir
+from .models import adapter, fingerprint, check_layer, is_conv1d, in_features, cache_dir, frozen
 from .hooks import forward
 from .artifacts import WeightDelta, LowRank
-from .evaluate import encode_prompt, encode_target, _pad
+from .evaluate import encode_prompt, encode_target, pad_batch
 
 # %% auto #0
-__all__ = ['mend_targets', 'edit_grads', 'EditorNet', 'MendEditor', 'save_editor_net', 'load_editor_net', 'load_editor',
-           'check_edit_batch', 'factors_delta', 'mend_edit', 'low_rank_hooks', 'mend_step', 'train_editor_loop',
+__all__ = ['mend_targets', 'edit_seqs', 'target_nll', 'edit_grads', 'EditorNet', 'MendEditor', 'save_editor_net',
+           'load_editor_net', 'load_editor', 'check_edit_batch', 'factors_delta', 'mend_edit', 'low_rank_hooks',
+           'masked_kl', 'first_text', 'loc_seq', 'answer_mask', 'mend_step', 'cache_key', 'train_editor_loop',
            'train_mend', 'mend_editor', 'plot_mend_curve']
 
 # %% ../nbs/45_mend.ipynb #75a067de
@@ -46,12 +47,12 @@ def mend_targets(model:nn.Module, # any supported model
     return out
 
 # %% ../nbs/45_mend.ipynb #4d2ee874
-def _seqs(tok, prompts, targets):
+def edit_seqs(tok, prompts, targets):
     "Prompt + target token ids and the target positions"
     P = [encode_prompt(tok, p) for p in prompts]; T = [encode_target(tok, t) for t in targets]
     return [p + t for p, t in zip(P, T)], [len(p) for p in P], [len(t) for t in T]
 
-def _target_nll(logits, ids, n_prompt, n_target):
+def target_nll(logits, ids, n_prompt, n_target):
     "Mean NLL of each row's target tokens: [rows] (right-padded rows)"
     lp = F.log_softmax(logits.float(), -1)
     out = []
@@ -63,16 +64,6 @@ def _target_nll(logits, ids, n_prompt, n_target):
 def _modules(model, targets):
     named = dict(model.named_modules())
     return [named[t['name'].rsplit('.', 1)[0]] for t in targets]
-
-@contextlib.contextmanager
-def _frozen(model):
-    "No parameter of `model` requires grad inside (no weight gradients are computed or stored); flags restored on exit"
-    flags = {p: p.requires_grad for p in model.parameters()}
-    try:
-        for p in flags: p.requires_grad_(False)
-        yield
-    finally:
-        for p, f in flags.items(): p.requires_grad_(f)
 
 @contextlib.contextmanager
 def _grad_on(params):
@@ -91,8 +82,8 @@ def edit_grads(model:nn.Module, tok, # model (left unchanged) and tokenizer
                extra:list[list[int]]=(), # more token sequences in the same forward (no loss; their logits are returned)
               )->tuple[dict, torch.Tensor, torch.Tensor]:
     "Per-token factors of each target's weight gradient: ({name: (u [T, d_in], δ [T, d_out])}, per-edit loss [n], extra logits)"
-    seqs, n_p, n_t = _seqs(tok, [r['prompt'] for r in records], [r['target_new'] for r in records])
-    ids, mask = _pad(seqs + list(extra), tok.pad_token_id, 'right')
+    seqs, n_p, n_t = edit_seqs(tok, [r['prompt'] for r in records], [r['target_new'] for r in records])
+    ids, mask = pad_batch(seqs + list(extra), tok.pad_token_id, 'right')
     n = len(records)
     keep = torch.zeros(n, ids.shape[1], dtype=torch.bool)       # tokens that can carry a gradient: all but the last of each edit
     for i, s in enumerate(seqs): keep[i, :len(s) - 1] = True
@@ -103,7 +94,7 @@ def edit_grads(model:nn.Module, tok, # model (left unchanged) and tokenizer
         for m in mods: handles.append(m.register_forward_hook(grab))
         with torch.enable_grad(), _grad_on([m.weight for m in mods]):
             logits = forward(model, ids, mask, use_cache=False).logits
-            loss = _target_nll(logits[:n], ids[:n], n_p, n_t)
+            loss = target_nll(logits[:n], ids[:n], n_p, n_t)
             if len(ins) != len(mods): raise RuntimeError(f"{len(ins)} of {len(mods)} edited matrices ran in the forward pass")
             gs = torch.autograd.grad(loss.sum(), outs)
     finally:
@@ -326,21 +317,21 @@ def low_rank_hooks(model:nn.Module, # the model
         for h in handles: h.remove()
 
 # %% ../nbs/45_mend.ipynb #4b79109e
-def _kl(base_logits, new_logits, mask):
+def masked_kl(base_logits, new_logits, mask):
     "Mean KL(p_base || p_new) over the masked positions"
     lb, ln = F.log_softmax(base_logits.float(), -1), F.log_softmax(new_logits.float(), -1)
     kl = (lb.exp() * (lb - ln)).sum(-1)
     return (kl * mask).sum() / mask.sum()
 
-def _first(x): return x if isinstance(x, str) else x[0]
+def first_text(x): return x if isinstance(x, str) else x[0]
 
-def _loc_seq(tok, r):
+def loc_seq(tok, r):
     "Neighbourhood prompt followed by its true answer (when the record has one), and the prompt's length"
-    ids = encode_prompt(tok, _first(r['neighborhood']))
+    ids = encode_prompt(tok, first_text(r['neighborhood']))
     ans = r.get('neighborhood_true') or r.get('target_true')
-    return (ids + encode_target(tok, _first(ans)) if ans else ids), len(ids)
+    return (ids + encode_target(tok, first_text(ans)) if ans else ids), len(ids)
 
-def _answer_mask(lengths, n_prompt, width:int)->torch.Tensor:
+def answer_mask(lengths, n_prompt, width:int)->torch.Tensor:
     "1 at the positions whose logits predict the answer (last prompt token .. second-last answer token); the last prompt token alone without an answer"
     m = torch.zeros(len(lengths), width)
     for i, (n, p) in enumerate(zip(lengths, n_prompt)): m[i, p - 1:max(n - 1, p)] = 1
@@ -352,26 +343,26 @@ def mend_step(model:nn.Module, tok, # frozen model and tokenizer
               c_edit:float=1.0, c_loc:float=1.0, # loss weights
              )->tuple[torch.Tensor, dict]:
     "One MEND training loss (differentiable in the editor only) and its parts"
-    para = _seqs(tok, [_first(r['paraphrases']) for r in batch], [r['target_new'] for r in batch])
-    loc, loc_p = zip(*[_loc_seq(tok, r) for r in batch]); loc = list(loc)
+    para = edit_seqs(tok, [first_text(r['paraphrases']) for r in batch], [r['target_new'] for r in batch])
+    loc, loc_p = zip(*[loc_seq(tok, r) for r in batch]); loc = list(loc)
     grads, loss0, base = edit_grads(model, tok, batch, editor.targets, extra=para[0] + loc)
     n = len(batch)
-    ids, mask = _pad(para[0] + loc, tok.pad_token_id, 'right')
+    ids, mask = pad_batch(para[0] + loc, tok.pad_token_id, 'right')
     L = ids.shape[1]
     base = base[:, :L]
-    para_before = _target_nll(base[:n], ids[:n], para[1], para[2])
+    para_before = target_nll(base[:n], ids[:n], para[1], para[2])
     with torch.enable_grad():
         ps = editor.pseudo(grads)
         with low_rank_hooks(model, editor.targets, ps):
             logits = forward(model, ids, mask, use_cache=False).logits
-        le = _target_nll(logits[:n], ids[:n], para[1], para[2]).mean()
-        ll = _kl(base[n:], logits[n:], _answer_mask([len(x) for x in loc], loc_p, L))
+        le = target_nll(logits[:n], ids[:n], para[1], para[2]).mean()
+        ll = masked_kl(base[n:], logits[n:], answer_mask([len(x) for x in loc], loc_p, L))
         total = c_edit * le + c_loc * ll
     return total, dict(loss=float(total.detach()), edit_loss=float(le.detach()), loc_kl=float(ll.detach()), edit_loss_before=float(para_before.mean()),
                        edit_prompt_loss=float(loss0.mean()))
 
 # %% ../nbs/45_mend.ipynb #b7301c67
-def _cache_key(model, records, settings:dict)->str:
+def cache_key(model, records, settings:dict)->str:
     h = hashlib.sha256(json.dumps(dict(fp=fingerprint(model), s=settings), sort_keys=True, default=str).encode())
     for r in records: h.update(json.dumps([r.get(k) for k in ('prompt', 'target_new', 'paraphrases', 'neighborhood')]).encode())
     return h.hexdigest()[:16]
@@ -391,7 +382,7 @@ def train_editor_loop(model:nn.Module, # the frozen model (its weights never cha
     rows = []; ed.train()
     was = model.training; model.eval()
     try:
-        with _frozen(model):
+        with frozen(model):
             bar = tqdm(range(steps), desc=desc, disable=not progress)
             for step in bar:
                 idx = rng.choice(len(records), size=min(batch_size, len(records)), replace=False)
@@ -430,7 +421,7 @@ def train_mend(model:nn.Module, tok, # frozen model and tokenizer
     if steps < 1 or batch_size < 1: raise ValueError("steps and batch_size must be >= 1")
     settings = dict(steps=steps, batch_size=batch_size, layers=layers, roles=list(roles), hidden=hidden, edit_lr=edit_lr,
                     lr=lr, lr_lr=lr_lr, c_edit=c_edit, c_loc=c_loc, seed=seed, loc='answer')   # loc: the KL's positions
-    path = cache_dir('mend') / f"{_cache_key(model, records, settings)}.safetensors"
+    path = cache_dir('mend') / f"{cache_key(model, records, settings)}.safetensors"
     if cache and path.exists():
         ed = load_editor(path, model)
         return ed, pd.DataFrame(ed.meta.get('curve', []))

@@ -11,7 +11,7 @@ import torch
 from safetensors import safe_open
 from tqdm.auto import tqdm
 from .artifacts import WeightDelta
-from .task_vectors import check_checkpoints, _is_float
+from .task_vectors import check_checkpoints, is_float_dtype
 
 # %% auto #0
 __all__ = ['MERGE_METHODS', 'CHUNK', 'MergeSpec', 'MergeMethods', 'merge_method', 'merge_spec', 'task_arithmetic', 'ties', 'dare',
@@ -296,7 +296,7 @@ def merge_checkpoints(base:str|Path, # base checkpoint folder (safetensors)
                 for name in names:
                     f, shape, dt = lb[name]
                     with safe_open(str(f), framework='pt') as h: b = h.get_tensor(name)
-                    if _is_float(dt):
+                    if is_float_dtype(dt):
                         # in place on the float32 base: each chunk's deltas are read before that chunk is overwritten
                         rb = b.float().reshape(shape or (1,))
                         merge_tensor(name, shape, [_delta_reader(lm[name][0], rb, name, shape) for lm in layouts], w, spec,

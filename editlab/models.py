@@ -4,7 +4,7 @@
 
 # %% ../nbs/00_models.ipynb #812f51c9
 from __future__ import annotations
-import os, json, hashlib, importlib.util, time, dataclasses
+import os, json, hashlib, importlib.util, time, dataclasses, contextlib
 from dataclasses import dataclass, field
 from pathlib import Path
 import torch
@@ -14,8 +14,9 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, AutoConfig, PreTra
 
 # %% auto #0
 __all__ = ['EMBEDDED', 'ARCHS', 'TINY_FAMILIES', 'cache_dir', 'embedded_gguf', 'load_model', 'prepare_tokenizer', 'ArchSpec',
-           'register_arch', 'Adapter', 'in_features', 'is_conv1d', 'check_layer', 'adapter', 'tiny_tokenizer',
-           'tiny_model', 'OffloadSlot', 'offload_slot', 'param_value', 'fingerprint', 'model_device']
+           'register_arch', 'get_module', 'Adapter', 'in_features', 'is_conv1d', 'check_layer', 'adapter',
+           'tiny_tokenizer', 'tiny_model', 'OffloadSlot', 'offload_slot', 'param_value', 'fingerprint', 'model_device',
+           'frozen']
 
 # %% ../nbs/00_models.ipynb #7f55cbe1
 EMBEDDED = 'smollm2-135m-instruct'
@@ -135,7 +136,9 @@ def register_arch(model_type:str, # `config.model_type` of the family
     ARCHS[model_type] = spec
 
 # %% ../nbs/00_models.ipynb #4111e9f2
-def _get(root:nn.Module, path:str|None):
+def get_module(root:nn.Module, # the model or block to start from
+               path:str|None): # dotted attribute path ('model.layers'); None gives None
+    "The submodule of `root` at the dotted `path`"
     if path is None: return None
     m = root
     for p in path.split('.'): m = getattr(m, p)
@@ -143,7 +146,7 @@ def _get(root:nn.Module, path:str|None):
 
 def _renamed_unembed(model:nn.Module, spec):
     "The spec with `unembed` set to the module HF reports as output embeddings when the spec's path is gone (GPT-NeoX's `embed_out` is `lm_head` in newer transformers)"
-    try: _get(model, spec.unembed); return spec
+    try: get_module(model, spec.unembed); return spec
     except AttributeError: pass
     out = model.get_output_embeddings()
     name = next((n for n, m in model.named_modules() if m is out), None)
@@ -163,8 +166,8 @@ class Adapter:
                                       "Register one with editlab.models.register_arch(model_type, ArchSpec(...)) naming its modules.")
         self.model, self.spec, self.model_type = model, ARCHS[mt], mt
         self.spec = _renamed_unembed(model, self.spec)
-        self.blocks = _get(model, self.spec.layers)
-        self.backbone = _get(model, self.spec.backbone)
+        self.blocks = get_module(model, self.spec.layers)
+        self.backbone = get_module(model, self.spec.backbone)
         self.n_layers = len(self.blocks)
         self.d_model = cfg.hidden_size
         self.n_heads = cfg.num_attention_heads
@@ -179,22 +182,22 @@ class Adapter:
     def block(self, L:int)->nn.Module:
         "Block `L` (negative counts from the end)"
         return self.blocks[check_layer(self, L)]
-    def o_proj(self, L:int): return _get(self.block(L), self.spec.o_proj)
-    def down(self, L:int): return _get(self.block(L), self.spec.down)
-    def up(self, L:int): return _get(self.block(L), self.spec.up)
-    def attn(self, L:int): return _get(self.block(L), self.spec.attn)
-    def mlp(self, L:int): return _get(self.block(L), self.spec.mlp) if self.spec.mlp else None
+    def o_proj(self, L:int): return get_module(self.block(L), self.spec.o_proj)
+    def down(self, L:int): return get_module(self.block(L), self.spec.down)
+    def up(self, L:int): return get_module(self.block(L), self.spec.up)
+    def attn(self, L:int): return get_module(self.block(L), self.spec.attn)
+    def mlp(self, L:int): return get_module(self.block(L), self.spec.mlp) if self.spec.mlp else None
     def qkv(self, L:int):
         "(q, k, v) projections, or the fused one repeated three times"
         b = self.block(L)
-        if self.spec.qkv: f = _get(b, self.spec.qkv); return f, f, f
-        return _get(b, self.spec.q), _get(b, self.spec.k), _get(b, self.spec.v)
+        if self.spec.qkv: f = get_module(b, self.spec.qkv); return f, f, f
+        return get_module(b, self.spec.q), get_module(b, self.spec.k), get_module(b, self.spec.v)
     @property
-    def embed(self): return _get(self.model, self.spec.embed)
+    def embed(self): return get_module(self.model, self.spec.embed)
     @property
-    def final_norm(self): return _get(self.model, self.spec.final_norm)
+    def final_norm(self): return get_module(self.model, self.spec.final_norm)
     @property
-    def unembed(self): return _get(self.model, self.spec.unembed)
+    def unembed(self): return get_module(self.model, self.spec.unembed)
     def param_name(self, L:int, role:str='down')->str:
         "Full parameter name of the weight of a per-block role ('down', 'up', 'o_proj')"
         return f"{self.spec.layers}.{check_layer(self, L)}.{getattr(self.spec, role)}.weight"
@@ -329,3 +332,14 @@ def model_device(model:nn.Module)->torch.device:
         dev = next((h.execution_device for h in _hf_hooks(emb) if getattr(h, 'execution_device', None) is not None), None)
         if dev is not None: return torch.device(dev if not isinstance(dev, int) else f'cuda:{dev}')
     return emb.weight.device
+
+# %% ../nbs/00_models.ipynb #c35e78f0
+@contextlib.contextmanager
+def frozen(model:nn.Module): # every parameter's requires_grad is False inside, each flag restored on exit
+    "No parameter of `model` requires grad inside the block; every flag is restored on every exit"
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    try:
+        for p, _ in flags: p.requires_grad_(False)
+        yield model
+    finally:
+        for p, f in flags: p.requires_grad_(f)

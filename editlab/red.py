@@ -11,7 +11,7 @@ from torch import nn
 from .models import adapter, fingerprint, is_conv1d
 from .hooks import HOOK_KINDS, hook_name, hook_shape, parse_hook, add_hook, check_vector, forward
 from .artifacts import Intervention, Term, WeightDelta, Applied, check_alpha
-from .lofit import TaskData, _train, _check_texts
+from .lofit import TaskData, train_params, check_texts
 from .fold import fold, FoldError
 
 # %% auto #0
@@ -115,12 +115,12 @@ def _check_data(data)->TaskData:
     if len(data) == 0: raise ValueError("empty training set: pass at least one example")
     fields = {'ce': ('targets',), 'dpo': ('chosen', 'rejected')}.get(data.kind)
     if fields is None: raise ValueError(f"unknown TaskData kind {data.kind!r}; use 'ce' (completions) or 'dpo' (preference pairs)")
-    _check_texts(data.prompts, len(data), 'prompts')
+    check_texts(data.prompts, len(data), 'prompts')
     for f in fields:
         if getattr(data, f) is None:
             raise ValueError(f"the {data.kind!r} training set has no {f!r}: build it with "
                              f"{'completions(prompts, targets)' if data.kind == 'ce' else 'preferences(prompts, chosen, rejected)'}")
-        _check_texts(getattr(data, f), len(data), f if f.endswith('s') else f + 's')
+        check_texts(getattr(data, f), len(data), f if f.endswith('s') else f + 's')
     return data
 
 def _check_layers(model, layers)->list[int]:
@@ -173,7 +173,7 @@ def red_tune(model:nn.Module, tok, # model (left unchanged) and tokenizer
     shape, dev = hook_shape(model, hooks[0]), adapter(model).embed.weight.device
     S = torch.ones(len(layers), *shape, device=dev, dtype=dtype, requires_grad=True)
     B = torch.zeros(len(layers), *shape, device=dev, dtype=dtype, requires_grad=True)
-    curve = _train(model, tok, data, [S, B], lambda: _red_fns(hooks, S, B), steps, lr, batch_size, beta, seed, progress, method, ref=ref)
+    curve = train_params(model, tok, data, [S, B], lambda: _red_fns(hooks, S, B), steps, lr, batch_size, beta, seed, progress, method, ref=ref)
     Sd, Bd = S.detach().float().cpu(), B.detach().float().cpu()
     meta = dict(method=method, fingerprint=fingerprint(model), hook=hook, layers=layers, n_trainable=S.numel() + B.numel(),
                 hparams=dict(steps=steps, lr=lr, batch_size=batch_size, beta=beta, seed=seed, loss=data.kind, n_examples=len(data)))

@@ -10,18 +10,20 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import nn
+from fastcore.meta import delegates
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 from safetensors.torch import save_file, load_file
-from .models import adapter, fingerprint, check_layer, cache_dir, is_conv1d, model_device, param_value
-from .hooks import intervene, capture, encode, forward, hook_name, get_activations, StopForward, _accepts_position_ids, kv_cache, cache_kwarg
+from .models import adapter, fingerprint, check_layer, cache_dir, is_conv1d, model_device, param_value, frozen
+from .hooks import intervene, capture, encode, forward, hook_name, get_activations, StopForward, accepts_position_ids, kv_cache, cache_kwarg
 from .artifacts import WeightDelta, LowRank
-from .evaluate import encode_prompt, encode_target, subject_span, _pad
+from .evaluate import encode_prompt, encode_target, subject_span, pad_batch, check_request
 from .finetune import LossScale
 
 # %% auto #0
 __all__ = ['STARTERS', 'stats_key', 'layer_stats', 'context_prefixes', 'edit_contexts', 'subject_acts', 'subject_keys',
-           'compute_v', 'solve_psd', 'rank_one_update', 'check_request', 'rome', 'stats_corpus', 'rome_editor']
+           'compute_v', 'run_tail', 'unembed_logits', 'solve_psd', 'rank_one_update', 'check_update', 'rome',
+           'stats_corpus', 'rome_editor']
 
 # %% ../nbs/32_rome.ipynb #78c8178c
 def _key_inputs(model:nn.Module, layer:int)->list[tuple[str, torch.Tensor]]:
@@ -103,7 +105,7 @@ def layer_stats(model:nn.Module, tok, # model and tokenizer
         raise StopForward
     with torch.no_grad():
         for i in tqdm(range(0, len(chunks), batch_size), desc=f'key statistics, layer {layer}', disable=not progress):
-            ids, mask = _pad(chunks[i:i+batch_size], tok.pad_token_id, 'right')
+            ids, mask = pad_batch(chunks[i:i+batch_size], tok.pad_token_id, 'right')
             with intervene(model, {hook: grab}): forward(model, ids, mask, use_cache=False)
     C = S / count
     if cache:
@@ -177,10 +179,10 @@ def _groups(model, tok, rows, use_cache:bool)->list[dict]:
     for idx in (cached, [i for i in range(len(rows)) if i not in cached]):
         if not idx: continue
         sub = [rows[i] for i in idx]; cut = [r['s'] for r in sub] if idx is cached else [0]*len(sub)
-        tail_ids, tail_mask = _pad([r['ids'][c:] for r, c in zip(sub, cut)], tok.pad_token_id, 'right')
+        tail_ids, tail_mask = pad_batch([r['ids'][c:] for r, c in zip(sub, cut)], tok.pad_token_id, 'right')
         past, mask = None, tail_mask
         if max(cut):
-            pre_ids, pre_mask = _pad([r['ids'][:c] for r, c in zip(sub, cut)], tok.pad_token_id, 'left')
+            pre_ids, pre_mask = pad_batch([r['ids'][:c] for r, c in zip(sub, cut)], tok.pad_token_id, 'left')
             with torch.no_grad(): past = kv_cache(forward(model, pre_ids, pre_mask, use_cache=True))
             mask = torch.cat([pre_mask, tail_mask], 1)
         groups.append(dict(idx=idx, ids=tail_ids, mask=mask, past=past,
@@ -204,7 +206,7 @@ def _run_groups(model, ad, groups, n_rows:int, hook:str|None=None, delta:torch.T
             def rec(x, ctx, g=g, rows_i=rows_i):
                 for j, i in enumerate(g['idx']): rd[i] = x[j, g['s'][j]].float()
             fns[read] = rec
-        with intervene(model, fns): h = _run_tail(model, ad, g['ids'], g['mask'], g['past'])
+        with intervene(model, fns): h = run_tail(model, ad, g['ids'], g['mask'], g['past'])
         for j, i in enumerate(g['idx']):
             hs[i] = h[j, g['s'][j]]; ht[i] = h[j, g['t'][j]]
     return torch.stack(hs), ht, (torch.stack(rd) if read is not None else None)
@@ -238,24 +240,22 @@ def compute_v(model:nn.Module, tok, # model and tokenizer
     groups = _groups(model, tok, rows, use_cache)
     with torch.no_grad():   # the clean activation at the subject's last token, and the KL prompts' reference distribution
         hs, _, clean = _run_groups(model, ad, groups, n, read=name)
-        ref_logp = F.log_softmax(_logits(model, ad, hs[n_rw:]), -1)
+        ref_logp = F.log_softmax(unembed_logits(model, ad, hs[n_rw:]), -1)
     target = clean[:n_rw].mean(0)
     delta = torch.zeros_like(target, requires_grad=True)
     opt = torch.optim.Adam([delta], lr=lr)
     scaler, checked = LossScale(model), False    # loss scaling through a float16 model; step 0's gradient checked
     tgt = torch.tensor(T)
-    flags = [p.requires_grad for p in model.parameters()]
     log = []
-    try:
-        for p in model.parameters(): p.requires_grad_(False)
+    with frozen(model):
         for step in tqdm(range(steps), desc='v*', disable=not progress):
             with torch.enable_grad():
                 hs, ht, _ = _run_groups(model, ad, groups, n, hook=name, delta=delta)
                 # the vocabulary projection only where it is needed: target predictions and the KL positions
-                logp = F.log_softmax(_logits(model, ad, torch.stack(ht[:n_rw])), -1)          # [n_rw, |T|, vocab]
+                logp = F.log_softmax(unembed_logits(model, ad, torch.stack(ht[:n_rw])), -1)          # [n_rw, |T|, vocab]
                 tok_lp = logp.gather(-1, tgt.to(logp.device).expand(n_rw, -1)[..., None])[..., 0]
                 nll = -(tok_lp.sum(1) / len(T)).mean()
-                kl = F.kl_div(F.log_softmax(_logits(model, ad, hs[n_rw:]), -1), ref_logp, log_target=True, reduction='batchmean')
+                kl = F.kl_div(F.log_softmax(unembed_logits(model, ad, hs[n_rw:]), -1), ref_logp, log_target=True, reduction='batchmean')
                 wd = delta.norm()**2 / target.norm()**2
                 loss = nll + kl_factor * kl + weight_decay * wd
                 log.append(dict(step=step, loss=float(loss.detach()), nll=float(nll.detach()), kl=float(kl.detach()),
@@ -275,19 +275,17 @@ def compute_v(model:nn.Module, tok, # model and tokenizer
             with torch.no_grad():
                 mx = clamp_norm * target.norm()
                 if delta.norm() > mx: delta.mul_(mx / delta.norm())
-    finally:
-        for p, f in zip(model.parameters(), flags): p.requires_grad_(f)
     return delta.detach(), target, pd.DataFrame(log)
 
-def _run_tail(model, ad, ids, mask, past):
+def run_tail(model, ad, ids, mask, past):
     "Final hidden states (after the final norm) of the tail tokens, continuing from the cached prefix; no vocabulary projection"
     dev = model_device(model)
     kw = {cache_kwarg(ad.backbone): _kv_copy(past), 'use_cache': True} if past is not None else dict(use_cache=False)
-    if _accepts_position_ids(ad.backbone) and ad.model_type != 'opt':
+    if accepts_position_ids(ad.backbone) and ad.model_type != 'opt':
         kw['position_ids'] = (mask.long().cumsum(-1) - 1).clamp_min(0)[:, -ids.shape[1]:].to(dev)
     return ad.backbone(input_ids=ids.to(dev), attention_mask=mask.to(dev), **kw).last_hidden_state
 
-def _logits(model, ad, h):
+def unembed_logits(model, ad, h):
     "The model's logits from final hidden states (with Gemma-2 style soft-capping where the config asks for it)"
     z = ad.unembed(h).float()
     cap = getattr(model.config, 'final_logit_softcapping', None)
@@ -331,17 +329,7 @@ def rank_one_update(k:torch.Tensor, # the key k* [m]
     return LowRank(V.T.contiguous(), U.T.contiguous()) if conv1d else LowRank(U, V)
 
 # %% ../nbs/32_rome.ipynb #6474940f
-def check_request(record:dict)->dict:
-    "Validate an edit request {prompt, subject, target_new, target_true?} with errors that name the problem"
-    for k in ('prompt', 'subject', 'target_new'):
-        if k not in record: raise KeyError(f"the edit request needs {k!r}; it has {sorted(record)}")
-    tn, tt = record['target_new'], record.get('target_true')
-    if not isinstance(tn, str) or not tn.strip(): raise ValueError(f"target_new {tn!r} is empty")
-    if tt is not None and tn.strip() == str(tt).strip():
-        raise ValueError(f"target_new {tn!r} equals target_true: there is nothing to edit")
-    return record
-
-def _check_update(W:torch.Tensor, # the weight the update is for
+def check_update(W:torch.Tensor, # the weight the update is for
                   lr:LowRank, # the update
                   name:str, # the weight's name
                   why:str, # the likely reason when the update is zero
@@ -354,13 +342,14 @@ def _check_update(W:torch.Tensor, # the weight the update is for
         warnings.warn(f"the update of {name} (norm {float(dW.norm()):.3g}) is below the resolution of its {W.dtype} weights: "
                       "applying it changes nothing; edit in a wider dtype", stacklevel=3)
 
+@delegates(compute_v, but='hook')   # ROME's offset is at the MLP output; the signature shows compute_v's settings
 def rome(model:nn.Module, tok, # model and tokenizer
          record:dict, # {prompt, subject, target_new[, target_true]}: the prompt contains the subject
          layer:int, # block whose down projection is edited
          stats:torch.Tensor|None=None, # C for this layer (from `layer_stats`); None = identity (no statistics)
          prefixes:list[str]|None=None, # context prefixes (default: `context_prefixes(model, tok)`)
          progress:bool=False, # tqdm bar over the v* steps
-         **v_kwargs, # passed to `compute_v` (steps, lr, kl_factor, weight_decay, clamp_norm, ...)
+         **kwargs, # `compute_v`'s optimisation settings (shown in this signature)
         )->WeightDelta:
     "Edit one fact with ROME: a rank-one `WeightDelta` on `layer`'s down projection (the model is left unchanged)"
     ad = adapter(model); layer = check_layer(ad, layer)
@@ -377,17 +366,17 @@ def rome(model:nn.Module, tok, # model and tokenizer
     K = subject_keys(model, tok, layer, contexts, record['subject'])
     k = K.mean(0)
     t1 = time.perf_counter()
-    delta, value, log = compute_v(model, tok, layer, contexts, record['subject'], record['target_new'], progress=progress, **v_kwargs)
+    delta, value, log = compute_v(model, tok, layer, contexts, record['subject'], record['target_new'], progress=progress, **kwargs)
     t2 = time.perf_counter()
     C = torch.eye(ad.d_mlp, dtype=torch.float64) if stats is None else stats
     lr = rank_one_update(k, delta, C, conv1d=is_conv1d(ad.down(layer)))
     t3 = time.perf_counter()
     name = ad.param_name(layer, 'down')
-    _check_update(param_value(model, name), lr, name, f"v* did not move (its NLL was {log.nll.iloc[0]:.3g} at step 0: the model "
+    check_update(param_value(model, name), lr, name, f"v* did not move (its NLL was {log.nll.iloc[0]:.3g} at step 0: the model "
                   "may already predict target_new)")
     meta = dict(method='ROME', layer=layer, param=name, fingerprint=fingerprint(model), subject=record['subject'],
                 prompt=record['prompt'], target_new=record['target_new'], target_true=record.get('target_true'),
-                hparams=dict(n_contexts=len(contexts), stats=stats is not None, **v_kwargs),
+                hparams=dict(n_contexts=len(contexts), stats=stats is not None, **kwargs),
                 seconds=dict(key=t1-t0, value=t2-t1, update=t3-t2), delta_norm=float(lr.dense().norm()),
                 v_steps=len(log), p_target=[float(log.p_target.iloc[0]), float(log.p_target.iloc[-1])])
     return WeightDelta({name: lr}, meta)

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from torch import nn
-from .compare import compare_editors, measured_call, artifact_cost, _applied
+from .compare import compare_editors, measured_call, artifact_cost, applied_model
 from .editors import EDIT_METHODS, make_editor
 from .evaluate import summarize
 
@@ -75,7 +75,7 @@ def cost_study(model:nn.Module, tok, # model and tokenizer
         secs, mbs, costs = [], [], []
         for arg in calls:
             d, dt, mb = measured_call(fn, model, tok, arg)
-            with _applied(d, model): pass      # the artifact applies and undoes cleanly
+            with applied_model(d, model): pass      # the artifact applies and undoes cleanly
             secs.append(dt / (len(records) if EDIT_METHODS[name].batch else 1)); mbs.append(mb)
             c = artifact_cost(d, model); costs.append(c['n_params'] / (len(records) if EDIT_METHODS[name].batch else 1))
         rows.append(dict(method=name, family=EDIT_METHODS[name].family, prep_s=prep_s, prep_peak_mb=prep_mb,

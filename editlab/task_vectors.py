@@ -14,14 +14,15 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from tqdm.auto import tqdm
 from .models import fingerprint, cache_dir
-from .artifacts import WeightDelta, LowRank, Applied, _canonical_names, check_alpha
-from .evaluate import encode_prompt, encode_target, _pad
+from .artifacts import WeightDelta, LowRank, Applied, canonical_names, check_alpha
+from .evaluate import encode_prompt, encode_target, pad_batch
 from .hooks import forward
 
 # %% auto #0
 __all__ = ['TaskVector', 'SKILL_TEMPLATES', 'safetensors_files', 'checkpoint_layout', 'read_tensor', 'check_layouts',
-           'check_vocab', 'check_checkpoints', 'combine', 'analogy', 'low_rank', 'topk_mask', 'sparsify_topk',
-           'reconstruction_error', 'to_peft_lora', 'skill_data', 'greedy_match', 'skill_score', 'cached_finetune']
+           'check_vocab', 'is_float_dtype', 'check_checkpoints', 'combine', 'analogy', 'low_rank', 'topk_mask',
+           'sparsify_topk', 'reconstruction_error', 'to_peft_lora', 'skill_data', 'greedy_match', 'skill_score',
+           'cached_finetune']
 
 # %% ../nbs/10_task_vectors.ipynb #20e337f6
 TaskVector = WeightDelta  # a task vector is a weight delta; see the prose for why an alias and not a subclass
@@ -102,13 +103,13 @@ def _diff_layouts(cls, la:dict, lb:dict, get_a, get_b, names, meta, progress=Fal
     if unknown: raise KeyError(f"{unknown[0]!r} is not a parameter of the {what[0]}")
     out, skipped = {}, []
     for k in tqdm(keys, desc='task vector', disable=not progress):
-        if not _is_float(la[k][1]): skipped.append(k); continue
+        if not is_float_dtype(la[k][1]): skipped.append(k); continue
         out[k] = get_b(k).float() - get_a(k).float()
     m = dict(meta or {}); m.setdefault('method', 'task_vector')
     if skipped: m['skipped'] = skipped
     return cls(out, m)
 
-def _is_float(d)->bool:
+def is_float_dtype(d)->bool:
     "Is a torch dtype or a safetensors dtype string floating point?"
     return d.is_floating_point if isinstance(d, torch.dtype) else d in _FLOAT_DTYPES
 
@@ -185,7 +186,7 @@ def apply_to(self:WeightDelta, model:nn.Module, # model to edit in place
             )->Applied:
     "Add α·τ to `model` after checking α is finite and θ + α·τ fits each parameter's dtype; returns an undo handle"
     alpha = check_alpha(alpha)
-    params, canon = dict(model.named_parameters()), _canonical_names(model)
+    params, canon = dict(model.named_parameters()), canonical_names(model)
     with torch.no_grad():
         for n in self.deltas:
             if n not in canon: continue   # `apply` reports unknown names
@@ -312,7 +313,7 @@ def greedy_match(model:nn.Module, tok, prompts:list[str], targets:list[str], # i
     out = torch.zeros(len(P), dtype=torch.bool)
     for s in range(0, len(P), batch_size):
         idx = list(range(s, min(s + batch_size, len(P))))
-        ids, mask = _pad([P[i] + T[i] for i in idx], tok.pad_token_id, 'right')
+        ids, mask = pad_batch([P[i] + T[i] for i in idx], tok.pad_token_id, 'right')
         am = forward(model, ids, mask).logits.argmax(-1).cpu()   # [b, L]
         for j, i in enumerate(idx):
             pos = torch.arange(len(P[i]), len(P[i]) + len(T[i]))

@@ -12,18 +12,18 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
-from .models import adapter, fingerprint, check_layer, in_features
+from .models import adapter, fingerprint, check_layer, in_features, frozen
 from .hooks import add_hook, intervene, capture, forward, encode, hook_name
 from .artifacts import Artifact, Applied
 from .evaluate import encode_prompt, encode_target, check_records
-from .rome import _logits
+from .rome import unembed_logits
 from .finetune import LossScale
 from .grace import entry_index, check_widths
 from .data import load_wikitext
 
 # %% auto #0
-__all__ = ['ACTS', 'PatchSet', 'attach_patches', 'wikitext_sentences', 'memory_inputs', 'patch_losses', 'train_patch',
-           'tpatch_edit', 'tpatcher_editor']
+__all__ = ['ACTS', 'PatchSet', 'attach_patches', 'wikitext_sentences', 'memory_inputs', 'patch_losses', 'fast_path',
+           'train_patch', 'tpatch_edit', 'tpatcher_editor']
 
 # %% ../nbs/36_tpatcher.ipynb #422a5ce1
 ACTS = {'relu': F.relu, 'gelu': F.gelu, 'silu': F.silu}
@@ -175,7 +175,7 @@ def _edit_batch(tok, r:dict):
     ids = torch.tensor([P + T[:-1]])
     return ids, torch.arange(len(P) - 1, len(P) + len(T) - 1), torch.tensor(T)
 
-def _fast_path(ad, layer:int)->bool:
+def fast_path(ad, layer:int)->bool:
     return layer == ad.n_layers - 1 and ad.model_type not in ('gemma2', 'gemma3')
 
 def train_patch(model:nn.Module, tok, # model (frozen) and tokenizer
@@ -192,10 +192,8 @@ def train_patch(model:nn.Module, tok, # model (frozen) and tokenizer
     ad = adapter(model); L = patches.layer
     ids, pos, T = _edit_batch(tok, record)
     f = ACTS[patches.act]
-    flags = [p.requires_grad for p in model.parameters()]
     log = []
-    try:
-        for p in model.parameters(): p.requires_grad_(False)
+    with frozen(model):
         with torch.no_grad(), patches.apply(model, strict=False), capture(model, [hook_name(L, 'hook_resid_post')]) as c:
             rec = {}
             hk = ad.up(L).register_forward_pre_hook(lambda mod, args: rec.__setitem__('x', args[0]))
@@ -208,7 +206,7 @@ def train_patch(model:nn.Module, tok, # model (frozen) and tokenizer
         b = torch.zeros((), requires_grad=True)
         v = torch.zeros(ad.d_model, requires_grad=True)
         mem = memory.float().to(x.device)
-        fast, norm = _fast_path(ad, L), ad.final_norm
+        fast, norm = fast_path(ad, L), ad.final_norm
         opt = torch.optim.Adam([k, b, v], lr=lr); scaler = LossScale(model)   # loss scaling through a float16 model
         for step in range(steps):
             with torch.enable_grad():
@@ -217,7 +215,7 @@ def train_patch(model:nn.Module, tok, # model (frozen) and tokenizer
                     h = h0 + f(a)[:, None] * (amplify * v)[None]
                     h = h.to(ad.embed.weight.dtype)   # back to the residual stream dtype (fp32 maths above, the model dtype below)
                     h = norm(h[None])[0] if norm is not None else h
-                    z = _logits(model, ad, h[pos])
+                    z = unembed_logits(model, ad, h[pos])
                 else:
                     rm = attach_patches(model, L, k[None], b[None], (amplify * v)[None], patches.act)
                     try:
@@ -231,8 +229,6 @@ def train_patch(model:nn.Module, tok, # model (frozen) and tokenizer
                 if log[-1]['nll'] < stop_nll and log[-1]['act_loss'] < 0.1 and not log[-1]['a_mem_max'] >= 0: break
                 opt.zero_grad(); scaler(loss).backward()
                 if scaler.unscale([k, b, v]): opt.step()
-    finally:
-        for p, fl in zip(model.parameters(), flags): p.requires_grad_(fl)
     return (k.detach(), b.detach(), (amplify * v).detach()), pd.DataFrame(log)
 
 # %% ../nbs/36_tpatcher.ipynb #296072ee

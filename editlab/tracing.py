@@ -12,7 +12,7 @@ import pandas as pd
 import torch
 from torch import nn
 from tqdm.auto import tqdm
-from .models import adapter, check_layer, model_device, _get
+from .models import adapter, check_layer, model_device, get_module
 from .hooks import intervene, capture, forward, encode, hook_name, StopForward, kv_cache
 from .evaluate import encode_prompt, encode_target, subject_span
 
@@ -138,7 +138,7 @@ def _from_block(model, l0:int):
     if l0 == 0: yield; return
     ad = adapter(model)
     path, _, attr = ad.spec.layers.rpartition('.')
-    parent = _get(model, path) if path else model
+    parent = get_module(model, path) if path else model
     full = getattr(parent, attr)
     setattr(parent, attr, nn.ModuleList(list(full)[l0:]))
     try: yield

@@ -227,12 +227,12 @@ CASES = [
     Case('KeyboardInterrupt inside an applied intervention', 'llama', lambda m, t, e: raise_inside(vec(m).apply(m), KeyboardInterrupt()), KeyboardInterrupt),
     Case('KeyboardInterrupt in a hook', 'llama', lambda m, t, e: kbd_in_hook(m, t), KeyboardInterrupt),
     Case('KeyboardInterrupt while applying a delta', 'llama', lambda m, t, e: patched(e, A, '_check_finite', raising(KeyboardInterrupt, 1), lambda: WeightDelta({DOWN0: W2, 'model.layers.1.mlp.down_proj.weight': W2}).apply(m)), KeyboardInterrupt),
-    Case('KeyboardInterrupt in ROME', 'train', lambda m, t, e: patched(e, R, '_logits', raising(KeyboardInterrupt, 3), lambda: rome(m, t, steps=5)), KeyboardInterrupt),
+    Case('KeyboardInterrupt in ROME', 'train', lambda m, t, e: patched(e, R, 'unembed_logits', raising(KeyboardInterrupt, 3), lambda: rome(m, t, steps=5)), KeyboardInterrupt),
     Case('KeyboardInterrupt in MEMIT between layers', 'llama3', lambda m, t, e: patched(e, M, 'solve_psd', raising(KeyboardInterrupt, 1), lambda: memit(m, t, layers=(0, 1))), KeyboardInterrupt),
     Case('KeyboardInterrupt in fine-tuning', 'train', lambda m, t, e: ft(m, t, regularizer=raising(KeyboardInterrupt, 1)(lambda *a: torch.zeros(()))), KeyboardInterrupt),
     Case('optimiser failing to start', 'train', lambda m, t, e: patched(e, torch.optim, 'AdamW', raising(RuntimeError('no optimiser')), lambda: ft(m, t)), RuntimeError, 'no optimiser'),
     Case('schedule raising', 'train', lambda m, t, e: ft(m, t, intervention=vec(m), schedule=raising(ValueError('bad schedule'), 1)(lambda s, n: 1.0)), ValueError, 'bad schedule'),
-    Case('KeyboardInterrupt in key statistics', 'llama', lambda m, t, e: patched(e, R, '_pad', raising(KeyboardInterrupt, 1), lambda: R.layer_stats(m, t, 0, corpus(e), n_tokens=500, seq_len=16, batch_size=2, progress=False, cache=False)), KeyboardInterrupt),
+    Case('KeyboardInterrupt in key statistics', 'llama', lambda m, t, e: patched(e, R, 'pad_batch', raising(KeyboardInterrupt, 1), lambda: R.layer_stats(m, t, 0, corpus(e), n_tokens=500, seq_len=16, batch_size=2, progress=False, cache=False)), KeyboardInterrupt),
 ]
 
 @pytest.fixture(scope='module')

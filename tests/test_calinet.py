@@ -52,7 +52,7 @@ def test_fast_path_matches_full_forward(llama, monkeypatch):
     m, tok = llama
     rows = _edit_rows(tok, [A, B], ['one two'])
     (s1,), l1 = train_slots(m, tok, rows, [1], n_slots=4, steps=5, lr=0.05, stop_nll=0, progress=False)
-    monkeypatch.setattr(cn, '_fast_path', lambda ad, L: False)
+    monkeypatch.setattr(cn, 'fast_path', lambda ad, L: False)
     (s2,), l2 = train_slots(m, tok, rows, [1], n_slots=4, steps=5, lr=0.05, stop_nll=0, progress=False)
     assert torch.allclose(torch.tensor(l1.nll.values), torch.tensor(l2.nll.values), atol=1e-4)
     assert torch.allclose(s1.values, s2.values, atol=1e-3) and torch.allclose(s1.keys, s2.keys, atol=1e-4)
@@ -169,7 +169,7 @@ def test_locality_term_keeps_memory_prompts(llama, monkeypatch):
     # the fast path's locality term matches the full forward's
     rows, mrows = _edit_rows(tok, [A], ['one two']), cn._prompt_rows(tok, mem)
     (s1,), l1 = train_slots(m, tok, rows, [1], n_slots=4, steps=4, lr=0.05, memory_rows=mrows, loc_weight=1.0, stop_nll=0, progress=False)
-    monkeypatch.setattr(cn, '_fast_path', lambda ad, L: False)
+    monkeypatch.setattr(cn, 'fast_path', lambda ad, L: False)
     (s2,), l2 = train_slots(m, tok, rows, [1], n_slots=4, steps=4, lr=0.05, memory_rows=mrows, loc_weight=1.0, stop_nll=0, progress=False)
     assert torch.allclose(torch.tensor(l1.kl.values), torch.tensor(l2.kl.values), atol=1e-4)
 

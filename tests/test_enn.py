@@ -1,11 +1,11 @@
 "ENN: the prefix-cached tail, the second-order inner loop, the training loop, k-step edits, the saved state, bad inputs"
 import pytest, torch
-from editlab.models import tiny_model
+from editlab.models import tiny_model, frozen
 from editlab.hooks import forward
-from editlab.evaluate import _pad
+from editlab.evaluate import pad_batch
 from editlab.artifacts import WeightDelta
 from editlab import enn as E
-from editlab.mend import _target_nll, _frozen
+from editlab.mend import target_nll
 from helpers import weights as _weights, same as _same, no_hooks, REQS, BAD_EDIT_REQUESTS
 
 TRAIN = [dict(r, neighborhood=['hello world'], neighborhood_true=['again']) for r in REQS]
@@ -21,7 +21,7 @@ def test_prefix_tail_matches_whole_model(family, kw):
     "Blocks after the first edited one, run on the cached prefix, give the whole model's logits (with replaced parameters too)"
     m, tok = tiny_model(family, n_layers=3, **kw)
     names = E.enn_params(m)
-    ids, mask = _pad([[1, 2, 3, 4, 5], [6, 7, 8]], tok.pad_token_id, 'right')
+    ids, mask = pad_batch([[1, 2, 3, 4, 5], [6, 7, 8]], tok.pad_token_id, 'right')
     P = dict(m.named_parameters())
     torch.manual_seed(0)
     shifted = {n: P[n].detach() + 0.05 * torch.randn_like(P[n]) for n in names}
@@ -40,7 +40,7 @@ def test_auto_prefix_falls_back_when_the_tail_differs():
     m, tok = tiny_model('llama', n_layers=3)
     m.config.final_logit_softcapping = 0.01          # Llama ignores it, the rebuilt tail would apply it: a mismatch
     run = E.SubsetForward(m, E.enn_params(m))
-    ids, mask = _pad([[1, 2, 3, 4, 5]], tok.pad_token_id, 'right')
+    ids, mask = pad_batch([[1, 2, 3, 4, 5]], tok.pad_token_id, 'right')
     with pytest.warns(UserWarning, match='running the whole model'): pre = run.prepare(ids, mask)
     assert run.prefix is False and no_hooks(m)
     P = dict(m.named_parameters())
@@ -58,15 +58,15 @@ def test_inner_loop_is_second_order(tiny3):
     names = E.enn_params(m); P = dict(m.named_parameters())
     run = E.SubsetForward(m, names)
     ids, mask, n_p, n_t = E._edit_inputs(tok, REQS)
-    with torch.enable_grad(), _frozen(m):
+    with torch.enable_grad(), frozen(m):
         pre = run.prepare(ids, mask)
         theta = {n: P[n].detach().clone().requires_grad_() for n in names}
         eta = torch.tensor(0.5, requires_grad=True)
         phi, losses = E.inner_sgd(run, pre, n_p, n_t, theta, 2, eta, create_graph=True)
-        after = _target_nll(run.logits(pre, phi), ids, n_p, n_t).mean()
+        after = target_nll(run.logits(pre, phi), ids, n_p, n_t).mean()
         second = torch.autograd.grad(after, list(theta.values()) + [eta])
         phi1, _ = E.inner_sgd(run, pre, n_p, n_t, {n: t.detach().clone().requires_grad_() for n, t in theta.items()}, 2, 0.5)
-        a1 = _target_nll(run.logits(pre, phi1), ids, n_p, n_t).mean()
+        a1 = target_nll(run.logits(pre, phi1), ids, n_p, n_t).mean()
         first = torch.autograd.grad(a1, list(phi1.values()))
     assert len(losses) == 2 and float(after) < float(losses[0])
     torch.testing.assert_close(after, a1, atol=1e-5, rtol=1e-5)
@@ -84,7 +84,7 @@ def test_edit_leaves_weights_and_lowers_loss(tiny3):
     assert d.meta['loss_after'] < d.meta['loss_before'] and len(d.meta['losses']) == 3
     ids, mask, n_p, n_t = E._edit_inputs(tok, REQS)
     with d.apply(m):
-        got = float(_target_nll(forward(m, ids, mask).logits, ids, n_p, n_t).mean())
+        got = float(target_nll(forward(m, ids, mask).logits, ids, n_p, n_t).mean())
     assert abs(got - d.meta['loss_after']) < 1e-4
     assert _same(before, _weights(m))
     d2 = E.enn_edit(m, tok, REQS, k=3, lr=0.5, prefix=False)          # the same edit without the prefix cache

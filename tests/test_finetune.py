@@ -5,7 +5,7 @@ import torch
 
 from editlab.models import fingerprint, tiny_model
 from editlab.artifacts import WeightDelta
-from editlab.evaluate import _pad, encode_prompt, encode_target
+from editlab.evaluate import pad_batch, encode_prompt, encode_target
 from editlab.finetune import completion_loss, finetune, select_params
 
 pytestmark = pytest.mark.filterwarnings('ignore::UserWarning')
@@ -19,7 +19,7 @@ def _same_params(m, ref): return same(ref, _params(m))
 
 def _loss(m, tok):
     P = [encode_prompt(tok, p) for p in PROMPTS]; T = [encode_target(tok, t) for t in TARGETS]
-    ids, mask = _pad([p + t for p, t in zip(P, T)], tok.pad_token_id, 'right')
+    ids, mask = pad_batch([p + t for p, t in zip(P, T)], tok.pad_token_id, 'right')
     with torch.no_grad(): return float(completion_loss(m, ids, mask, [len(p) for p in P], [len(t) for t in T]))
 
 def test_finetune_leaves_model_unchanged_and_delta_lowers_loss(llama):

@@ -6,7 +6,7 @@ import torch
 
 from editlab.models import tiny_model, adapter
 from editlab.hooks import forward, intervene
-from editlab.evaluate import _pad, encode_prompt, encode_target
+from editlab.evaluate import pad_batch, encode_prompt, encode_target
 from editlab.finetune import prompt_end_fns, finetune
 from editlab.instruction_vectors import (QUERY_TEMPLATE, icl_pairs, mean_head_acts, head_aie, top_aie_heads,
                                          iv_intervention, all_heads)
@@ -45,7 +45,7 @@ def test_schedule_bad_names_and_callables():
 
 def _batch(m, tok, iv, scale=1.0, idx=(0, 1, 2, 3)):
     P = [encode_prompt(tok, PROMPTS[i]) for i in idx]; T = [encode_target(tok, TARGETS[i]) for i in idx]
-    ids, mask = _pad([p + t for p, t in zip(P, T)], tok.pad_token_id, 'right')
+    ids, mask = pad_batch([p + t for p, t in zip(P, T)], tok.pad_token_id, 'right')
     n_p = [len(p) for p in P]
     with torch.no_grad(), intervene(m, {} if iv is None else prompt_end_fns(iv, n_p, scale)): lg = forward(m, ids, mask).logits
     return dict(idx=list(idx), ids=ids, mask=mask, n_prompt=n_p, n_target=[len(t) for t in T], logits=lg)

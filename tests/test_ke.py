@@ -3,7 +3,7 @@ import pytest, torch
 from editlab.models import tiny_model, adapter
 from editlab.artifacts import LowRank, WeightDelta
 from editlab.hooks import forward
-from editlab.evaluate import _pad
+from editlab.evaluate import pad_batch
 from editlab import ke as K, mend as M
 from helpers import weights as _weights, same as _same, no_hooks, REQS, BAD_EDIT_REQUESTS
 
@@ -56,7 +56,7 @@ def test_edit_is_low_rank_and_matches_hooks(family):
     d = K.ke_edit(m, tok, REQS, ed)
     assert isinstance(d, WeightDelta) and all(isinstance(x, LowRank) for x in d.deltas.values()) and d.meta['method'] == 'KE'
     assert _same(before, _weights(m)) and _clean(m)
-    ids, mask = _pad([[5, 6, 7, 8], [9, 10, 11, 12]], tok.pad_token_id, 'right')
+    ids, mask = pad_batch([[5, 6, 7, 8], [9, 10, 11, 12]], tok.pad_token_id, 'right')
     g, _, _, pooled, counts = K.edit_pass(m, tok, REQS, ed.targets)
     with torch.no_grad(), M.low_rank_hooks(m, ed.targets, ed.factors(g, pooled, counts)): hooked = forward(m, ids, mask).logits
     with torch.no_grad(): plain = forward(m, ids, mask).logits

@@ -6,7 +6,7 @@ from editlab.lofit import (TaskData, completions, preferences, tqa_preferences, 
                            bias_tune, lora_tune, reference_logprobs, seq_logprobs, dpo_loss, _bias_fns)
 from editlab.artifacts import Intervention
 from editlab.hooks import intervene, forward, hook_name
-from editlab.evaluate import encode_prompt, encode_target, _pad
+from editlab.evaluate import encode_prompt, encode_target, pad_batch
 from editlab.models import adapter, tiny_model
 
 DATA = completions(["Q: ab\nA:", "Q: cd\nA:", "Q: ef\nA:", "Q: gh\nA:"], ["xy", "zw", "uv", "st"])
@@ -67,7 +67,7 @@ def test_artifact_reproduces_training_logits_and_round_trips(llama, tmp_path):
     heads = [(0, 3), (1, 1), (1, 0)]
     iv, _ = bias_tune(m, tok, DATA, heads, steps=10, lr=5e-2, batch_size=2, progress=False)
     V = torch.stack([next(t.vec for t in iv.terms if t.hook == hook_name(L, 'attn.hook_z'))[h] for L, h in heads])
-    ids, mask = _pad([encode_prompt(tok, "Q: zz\nA:") + encode_target(tok, "qq"), encode_prompt(tok, "Q: a\nA:")], tok.pad_token_id, 'right')
+    ids, mask = pad_batch([encode_prompt(tok, "Q: zz\nA:") + encode_target(tok, "qq"), encode_prompt(tok, "Q: a\nA:")], tok.pad_token_id, 'right')
     with intervene(m, _bias_fns(m, heads, V)): train_logits = forward(m, ids, mask).logits
     back = Intervention.load(iv.save(tmp_path/'lofit.safetensors'), m)
     with back.apply(m): art_logits = forward(m, ids, mask).logits
@@ -95,7 +95,7 @@ def test_dpo_pieces(llama):
     m, tok = llama
     rc, rr = reference_logprobs(m, tok, PREF)
     P = [encode_prompt(tok, p) for p in PREF.prompts]; C = [encode_target(tok, c) for c in PREF.chosen]
-    ids, mask = _pad([p + c for p, c in zip(P, C)], tok.pad_token_id, 'right')
+    ids, mask = pad_batch([p + c for p, c in zip(P, C)], tok.pad_token_id, 'right')
     lp = seq_logprobs(m, ids, mask, list(map(len, P)), list(map(len, C)))
     torch.testing.assert_close(lp, rc, atol=1e-4, rtol=0)
     assert math.isclose(float(dpo_loss(rc, rr, rc, rr)), math.log(2), rel_tol=1e-6)

@@ -3,6 +3,7 @@ import pytest, torch
 from editlab.models import tiny_model, adapter
 from editlab.artifacts import LowRank
 from editlab import memit as M
+from editlab import sequential as S
 from helpers import weights as _weights, same as _same, no_hooks as _no_hooks
 
 P = ['hello there', 'a b c']
@@ -60,11 +61,11 @@ def test_sequential_restores_and_reports(tiny3):
     m, tok = tiny3
     before = _weights(m)
     recs = [dict(r, paraphrases=[r['prompt']], neighborhood=['hello there'], neighborhood_true=['world']) for r in REQS]
-    tot, curve = M.sequential(m, tok, recs, lambda mm, tt, b: M.memit(mm, tt, b, [0], prefixes=P, progress=False, steps=2),
+    tot, curve = S.sequential_edits(m, tok, recs, lambda mm, tt, b: M.memit(mm, tt, b, [0], prefixes=P, progress=False, steps=2),
                               every=1, text='hello there big world', progress=False)
     assert _same(before, _weights(m)) and list(curve.n_edits) == [1, 2]
     assert {'es', 'ps', 'ns', 'es_first', 'delta_norm', 'ppl', 'collapsed'} <= set(curve.columns)
-    with pytest.raises(ValueError, match='no edit requests'): M.sequential(m, tok, [], lambda *a: None)
+    with pytest.raises(ValueError, match='no edit requests'): S.sequential_edits(m, tok, [], lambda *a: None)
 
 def test_statistics_of_layers_not_edited(tiny3):
     "Statistics for more layers than are edited are used for the edited ones only, and only those are recorded; an edited layer without statistics is an error"

@@ -3,7 +3,7 @@ import pytest, torch
 from editlab.models import tiny_model, adapter
 from editlab.artifacts import LowRank, WeightDelta
 from editlab.hooks import forward
-from editlab.evaluate import _pad
+from editlab.evaluate import pad_batch
 from editlab import mend as M
 from helpers import weights as _weights, same as _same, REQS, BAD_EDIT_REQUESTS
 
@@ -25,10 +25,10 @@ def test_rank_one_identity(family):
     g, loss, _ = M.edit_grads(m, tok, REQS, tg)
     assert flags == {n: p.requires_grad for n, p in m.named_parameters()}
     P = dict(m.named_parameters())
-    seqs, n_p, n_t = M._seqs(tok, [r['prompt'] for r in REQS], [r['target_new'] for r in REQS])
-    ids, mask = _pad(seqs, tok.pad_token_id, 'right')
+    seqs, n_p, n_t = M.edit_seqs(tok, [r['prompt'] for r in REQS], [r['target_new'] for r in REQS])
+    ids, mask = pad_batch(seqs, tok.pad_token_id, 'right')
     with torch.enable_grad(), M._grad_on([P[t['name']] for t in tg]):
-        ref = torch.autograd.grad(M._target_nll(forward(m, ids, mask).logits, ids, n_p, n_t).sum(), [P[t['name']] for t in tg])
+        ref = torch.autograd.grad(M.target_nll(forward(m, ids, mask).logits, ids, n_p, n_t).sum(), [P[t['name']] for t in tg])
     for t, W in zip(tg, ref):
         u, d = g[t['name']]
         G = d.T @ u
@@ -44,7 +44,7 @@ def test_edit_is_low_rank_and_matches_hooks(family):
     d = M.mend_edit(m, tok, REQS, ed)
     assert isinstance(d, WeightDelta) and all(isinstance(x, LowRank) for x in d.deltas.values())
     assert _same(before, _weights(m)) and _clean(m)
-    ids, mask = _pad([[5, 6, 7, 8], [9, 10, 11, 12]], tok.pad_token_id, 'right')
+    ids, mask = pad_batch([[5, 6, 7, 8], [9, 10, 11, 12]], tok.pad_token_id, 'right')
     g, _, _ = M.edit_grads(m, tok, REQS, ed.targets)
     with torch.no_grad(), M.low_rank_hooks(m, ed.targets, ed.pseudo(g)): hooked = forward(m, ids, mask).logits
     with d.apply(m): applied = forward(m, ids, mask).logits
@@ -138,15 +138,15 @@ def test_targets_and_roles(tiny3):
 def test_locality_kl_at_answer_positions(tiny3):
     "The locality KL counts only the positions that predict the neighbourhood answer: zero when the models agree, and a change there weighs fully"
     m, tok = tiny3
-    seq, p = M._loc_seq(tok, TRAIN[0])
+    seq, p = M.loc_seq(tok, TRAIN[0])
     n = len(seq); assert n > p                                   # prompt + true answer
-    mask = M._answer_mask([n], [p], n + 2)                       # two pad columns
+    mask = M.answer_mask([n], [p], n + 2)                       # two pad columns
     assert mask[0].tolist() == [0.] * (p - 1) + [1.] * (n - p) + [0.] * 3   # logits at p-1 .. n-2 predict the answer tokens
-    assert M._answer_mask([p], [p], p)[0].tolist() == [0.] * (p - 1) + [1.]   # no answer: the last prompt token
+    assert M.answer_mask([p], [p], p)[0].tolist() == [0.] * (p - 1) + [1.]   # no answer: the last prompt token
     base = torch.randn(1, n + 2, 11)
-    assert M._kl(base, base.clone(), mask) == 0
+    assert M.masked_kl(base, base.clone(), mask) == 0
     at_answer, elsewhere = base.clone(), base.clone()
     at_answer[0, p - 1, 3] += 5; elsewhere[0, 0, 3] += 5          # the same change, at the answer position or at the first token
-    assert M._kl(base, elsewhere, mask) == 0 < M._kl(base, at_answer, mask)
+    assert M.masked_kl(base, elsewhere, mask) == 0 < M.masked_kl(base, at_answer, mask)
     uniform = torch.ones(1, n + 2)                               # the old all-token average dilutes the same change
-    assert M._kl(base, at_answer, uniform) < M._kl(base, at_answer, mask)
+    assert M.masked_kl(base, at_answer, uniform) < M.masked_kl(base, at_answer, mask)

@@ -101,14 +101,14 @@ def test_steering_and_merging_entries_run():
 def test_memory_artifact_speaks_the_protocol():
     "An artifact that routes inputs through a wrapper (SERAC's memory) is scored through its handle's `model`: compare never names it"
     from editlab.serac import ScopeClassifier, SeracModel
-    from editlab.compare import _applied
+    from editlab.compare import applied_model
     from editlab.models import adapter
     m, tok = tiny_model('llama', n_layers=2)
     torch.manual_seed(0)
     s = SeracModel(m, tok, ScopeClassifier(adapter(m).d_model, layer=1, dim=16, threshold=0.9999))
     s.edit(dict(prompt='the big world is', target_new='hello', target_true='there'))
-    with _applied(s, m) as em: assert em is s
-    with _applied(WeightDelta({}), m) as em: assert em is m
+    with applied_model(s, m) as em: assert em is s
+    with applied_model(WeightDelta({}), m) as em: assert em is m
     m2, _ = tiny_model('llama', n_layers=2, seed=1)
     with pytest.raises(ValueError, match='routes another model'): s.apply(m2)
 

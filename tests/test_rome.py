@@ -48,12 +48,12 @@ def test_failure_mid_edit_leaves_model_as_it_was(llama, stats, monkeypatch):
     m, tok = llama
     before = _weights(m); flags = [p.requires_grad for p in m.parameters()]
     calls = {'n': 0}
-    orig = R._logits
+    orig = R.unembed_logits
     def boom(*a, **k):
         calls['n'] += 1
         if calls['n'] > 3: raise RuntimeError('boom')
         return orig(*a, **k)
-    monkeypatch.setattr(R, '_logits', boom)
+    monkeypatch.setattr(R, 'unembed_logits', boom)
     with pytest.raises(RuntimeError, match='boom'): R.rome(m, tok, REC, 0, stats=stats, prefixes=PREFIXES, steps=5)
     assert _same(before, _weights(m)) and flags == [p.requires_grad for p in m.parameters()] and _no_hooks(m)
 
@@ -115,11 +115,19 @@ def test_update_never_a_silent_no_op():
     "A non-finite update is refused; one that is zero, or below the resolution of float16 weights, warns (naming the weight)"
     W = torch.ones(4, 3, dtype=torch.float16)
     with pytest.raises(ValueError, match='update of w is not finite'):
-        R._check_update(W, R.LowRank(torch.full((4, 1), float('inf')), torch.ones(1, 3)), 'w', '')
+        R.check_update(W, R.LowRank(torch.full((4, 1), float('inf')), torch.ones(1, 3)), 'w', '')
     with pytest.warns(UserWarning, match='update of w is exactly zero: why'):
-        R._check_update(W, R.LowRank(torch.zeros(4, 1), torch.ones(1, 3)), 'w', 'why')
+        R.check_update(W, R.LowRank(torch.zeros(4, 1), torch.ones(1, 3)), 'w', 'why')
     with pytest.warns(UserWarning, match=r'below the resolution of its torch.float16 weights'):
-        R._check_update(W, R.LowRank(torch.full((4, 1), 1e-5), torch.ones(1, 3)), 'w', '')
+        R.check_update(W, R.LowRank(torch.full((4, 1), 1e-5), torch.ones(1, 3)), 'w', '')
     with warnings.catch_warnings():
         warnings.simplefilter('error')
-        R._check_update(W.float(), R.LowRank(torch.full((4, 1), 1e-5), torch.ones(1, 3)), 'w', '')   # float32 holds it
+        R.check_update(W.float(), R.LowRank(torch.full((4, 1), 1e-5), torch.ones(1, 3)), 'w', '')   # float32 holds it
+
+def test_signature_shows_compute_v_settings():
+    "rome's signature and docs list compute_v's optimisation settings (not a bare **kwargs); the hook stays ROME's"
+    import inspect
+    ps = inspect.signature(R.rome).parameters
+    assert {'steps', 'lr', 'kl_factor', 'weight_decay', 'clamp_norm', 'stop_nll', 'kl_prompts', 'use_cache'} <= set(ps)
+    assert 'kwargs' not in ps and 'hook' not in ps
+    assert ps['steps'].default == inspect.signature(R.compute_v).parameters['steps'].default
