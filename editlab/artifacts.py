@@ -4,7 +4,7 @@
 
 # %% ../nbs/02_artifacts.ipynb #f6e90086
 from __future__ import annotations
-import json, math, numbers, warnings
+import json, math, numbers, os, warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import NamedTuple
@@ -12,11 +12,15 @@ import torch
 from torch import nn
 import pandas as pd
 from safetensors.torch import save_file, safe_open
+from fastcore.basics import patch
+from tqdm.auto import tqdm
 from .models import adapter, fingerprint, offload_slot
 from .hooks import add_hook, add_vector, hook_shape, check_vector, resolve_hooks, parse_hook
 
 # %% auto #0
-__all__ = ['Applied', 'check_alpha', 'Artifact', 'LowRank', 'WeightDelta', 'canonical_names', 'Term', 'Intervention']
+__all__ = ['Applied', 'check_alpha', 'Artifact', 'LowRank', 'WeightDelta', 'canonical_names', 'Term', 'Intervention',
+           'safetensors_files', 'checkpoint_layout', 'read_tensor', 'check_layouts', 'check_vocab', 'is_float_dtype',
+           'check_checkpoints']
 
 # %% ../nbs/02_artifacts.ipynb #7305d4d7
 def _version():
@@ -395,3 +399,175 @@ class Intervention(Artifact):
             raise ValueError("the layout is not a list of {hook, positions, norm_preserve} entries")
         return cls([Term(l['hook'], tensors[f"{i}:{l['hook']}"], _rule_from_json(l['positions']), l['norm_preserve'])
                     for i, l in enumerate(layout)], meta)
+
+# %% ../nbs/02_artifacts.ipynb #e761ae2f
+_PICKLE_SUFFIXES = ('.bin', '.pt', '.pth', '.ckpt', '.pkl')
+_FLOAT_DTYPES = {'F64', 'F32', 'F16', 'BF16', 'F8_E4M3', 'F8_E5M2'}
+
+def safetensors_files(ckpt:str|Path, # a checkpoint folder
+                     )->list[Path]:
+    "The safetensors files of a checkpoint folder (shards from the index when there is one)"
+    d = Path(ckpt)
+    if not d.is_dir(): raise FileNotFoundError(f"{d} is not a folder: pass a checkpoint folder holding *.safetensors")
+    idx = d/'model.safetensors.index.json'
+    files = (sorted({d/f for f in json.loads(idx.read_text())['weight_map'].values()}) if idx.exists()
+             else sorted(d.glob('*.safetensors')))
+    missing = [f for f in files if not f.exists()]
+    if missing: raise FileNotFoundError(f"{idx} lists {missing[0].name}, which is not in {d}")
+    if not files:
+        pk = sorted(f.name for f in d.iterdir() if f.suffix in _PICKLE_SUFFIXES)
+        if pk:
+            raise ValueError(f"{d} holds only pickle weights ({pk[0]}): editlab never unpickles a checkpoint. Where you trust "
+                             "the file, convert it once: load it with transformers and call "
+                             "`model.save_pretrained(folder, safe_serialization=True)`")
+        raise FileNotFoundError(f"{d} holds no weights: expected model.safetensors or safetensors shards")
+    return files
+
+def checkpoint_layout(ckpt:str|Path)->dict:
+    "{name: (file, shape, dtype string)} of a checkpoint folder, read from the headers only"
+    out = {}
+    for f in safetensors_files(ckpt):
+        with safe_open(str(f), framework='pt') as h:
+            for k in h.keys():
+                if k in out: raise ValueError(f"tensor {k!r} appears in two shards of {ckpt} ({out[k][0].name}, {f.name})")
+                s = h.get_slice(k); out[k] = (f, tuple(s.get_shape()), s.get_dtype())
+    return out
+
+def read_tensor(file:str|Path, name:str)->torch.Tensor:
+    "One tensor from a safetensors file (the file is opened for this read only)"
+    with safe_open(str(file), framework='pt') as h: return h.get_tensor(name)
+
+# %% ../nbs/02_artifacts.ipynb #baa871b5
+def _dtype_name(d)->str: return d if isinstance(d, str) else str(d).replace('torch.', '')
+
+def check_layouts(a:dict, b:dict, # {name: (shape, dtype)} of each side
+                  what:tuple=('base', 'tuned'), # how to call the two sides in errors
+                 ):
+    "Raise a ValueError naming the first parameter whose presence, shape or dtype differs"
+    for n in a:
+        if n not in b:
+            raise ValueError(f"parameter {n!r} is in the {what[0]} but not in the {what[1]}: the two come from different "
+                             "architectures (or one was saved with a prefix); a task vector needs the same parameter names")
+    for n in b:
+        if n not in a: raise ValueError(f"parameter {n!r} is in the {what[1]} but not in the {what[0]}: different architectures")
+    for n, (sa, da) in a.items():
+        sb, db = b[n]
+        if tuple(sa) != tuple(sb):
+            raise ValueError(f"parameter {n!r} has shape {tuple(sa)} in the {what[0]} and {tuple(sb)} in the {what[1]}")
+        if _dtype_name(da) != _dtype_name(db):
+            raise ValueError(f"parameter {n!r} is {_dtype_name(da)} in the {what[0]} and {_dtype_name(db)} in the {what[1]}: "
+                             "cast one of them first so both are stored alike")
+
+def check_vocab(tok_a, tok_b, what:tuple=('base', 'tuned')):
+    "Raise a ValueError naming the first token id whose token differs between two tokenizers"
+    va, vb = tok_a.get_vocab(), tok_b.get_vocab()
+    if va == vb: return
+    ia, ib = {i: t for t, i in va.items()}, {i: t for t, i in vb.items()}
+    for i in sorted(set(ia) | set(ib)):
+        if ia.get(i) != ib.get(i):
+            raise ValueError(f"the tokenizers differ: token id {i} is {ia.get(i)!r} in the {what[0]} and {ib.get(i)!r} in the "
+                             f"{what[1]} ({len(va)} vs {len(vb)} tokens); a task vector needs one vocabulary")
+
+# %% ../nbs/02_artifacts.ipynb #66648d1a
+def _diff_layouts(cls, la:dict, lb:dict, get_a, get_b, names, meta, progress=False, what=('base', 'tuned')):
+    check_layouts(la, lb, what)
+    keys = list(la) if names is None else list(names)
+    unknown = [k for k in keys if k not in la]
+    if unknown: raise KeyError(f"{unknown[0]!r} is not a parameter of the {what[0]}")
+    out, skipped = {}, []
+    for k in tqdm(keys, desc='task vector', disable=not progress):
+        if not is_float_dtype(la[k][1]): skipped.append(k); continue
+        out[k] = get_b(k).float() - get_a(k).float()
+    m = dict(meta or {}); m.setdefault('method', 'task_vector')
+    if skipped: m['skipped'] = skipped
+    return cls(out, m)
+
+def is_float_dtype(d)->bool:
+    "Is a torch dtype or a safetensors dtype string floating point?"
+    return d.is_floating_point if isinstance(d, torch.dtype) else d in _FLOAT_DTYPES
+
+def _sd_layout(sd:dict)->dict:
+    return {k: (tuple(v.shape), v.dtype) for k, v in sd.items()}
+
+@patch(cls_method=True)
+def from_state_dicts(cls:WeightDelta, base:dict, # {name: tensor} of the base
+                     tuned:dict, # {name: tensor} of the fine-tuned weights
+                     names:list[str]|None=None, # only these entries (default: every floating-point entry)
+                     meta:dict|None=None)->WeightDelta:
+    "τ = tuned − base for every floating-point entry; names, shapes and dtypes checked"
+    return _diff_layouts(cls, _sd_layout(base), _sd_layout(tuned), lambda k: base[k].detach(), lambda k: tuned[k].detach(), names, meta)
+
+@patch(cls_method=True)
+def from_models(cls:WeightDelta, base:nn.Module, tuned:nn.Module, # base and fine-tuned model
+                tok_base=None, tok_tuned=None, # tokenizers: when both are given their vocabularies must agree
+                names:list[str]|None=None, # only these parameters
+                meta:dict|None=None)->WeightDelta:
+    "τ = tuned − base over the parameters of two models of one architecture"
+    if (tok_base is None) != (tok_tuned is None): raise ValueError("pass both tokenizers or neither")
+    if tok_base is not None: check_vocab(tok_base, tok_tuned)
+    pa, pb = dict(base.named_parameters()), dict(tuned.named_parameters())
+    m = dict(meta or {}); m.setdefault('fingerprint', fingerprint(base))
+    return _diff_layouts(cls, _sd_layout(pa), _sd_layout(pb), lambda k: pa[k].detach(), lambda k: pb[k].detach(), names, m)
+
+# %% ../nbs/02_artifacts.ipynb #af46ba80
+def _config(d:Path)->dict:
+    f = Path(d)/'config.json'
+    return json.loads(f.read_text()) if f.exists() else {}
+
+def _has_tokenizer(d:Path)->bool:
+    return any((Path(d)/f).exists() for f in ('tokenizer.json', 'tokenizer.model', 'vocab.json'))
+
+_TOK_FILES = ('tokenizer.json', 'tokenizer.model', 'vocab.json', 'merges.txt', 'added_tokens.json', 'tokenizer_config.json',
+              'special_tokens_map.json')
+
+def _same_tokenizer_files(a:Path, b:Path)->bool:
+    "Byte-identical tokenizer files in both folders (then the vocabularies agree without loading them)"
+    fa = {f: (Path(a)/f).read_bytes() for f in _TOK_FILES if (Path(a)/f).exists()}
+    fb = {f: (Path(b)/f).read_bytes() for f in _TOK_FILES if (Path(b)/f).exists()}
+    return bool(fa) and fa == fb
+
+def check_checkpoints(a:str|Path, b:str|Path, # two checkpoint folders
+                      check_tokenizer:bool=True, # compare vocabularies when both folders carry a tokenizer
+                      what:tuple=('base', 'tuned'))->tuple[dict, dict]:
+    "Layouts of two checkpoint folders after checking model type, names, shapes, dtypes and vocabularies"
+    ca, cb = _config(a), _config(b)
+    if ca.get('model_type') and cb.get('model_type') and ca['model_type'] != cb['model_type']:
+        raise ValueError(f"{a} is a {ca['model_type']!r} model and {b} a {cb['model_type']!r} model: different architectures")
+    la, lb = checkpoint_layout(a), checkpoint_layout(b)
+    check_layouts({k: v[1:] for k, v in la.items()}, {k: v[1:] for k, v in lb.items()}, what)
+    if check_tokenizer and _has_tokenizer(a) and _has_tokenizer(b) and not _same_tokenizer_files(a, b):
+        from transformers import AutoTokenizer
+        check_vocab(AutoTokenizer.from_pretrained(str(a)), AutoTokenizer.from_pretrained(str(b)), what)
+    return la, lb
+
+@patch(cls_method=True)
+def from_checkpoints(cls:WeightDelta, base:str|Path, tuned:str|Path, # checkpoint folders (safetensors)
+                     names:list[str]|None=None, # only these tensors
+                     check_tokenizer:bool=True, # compare vocabularies when both folders carry a tokenizer
+                     progress:bool=False, meta:dict|None=None)->WeightDelta:
+    "τ = tuned − base from two safetensors checkpoint folders, one tensor at a time"
+    la, lb = check_checkpoints(base, tuned, check_tokenizer)
+    m = dict(meta or {}); m.setdefault('method', 'task_vector'); m.setdefault('source', [str(base), str(tuned)])
+    return _diff_layouts(cls, {k: v[1:] for k, v in la.items()}, {k: v[1:] for k, v in lb.items()},
+                         lambda k: read_tensor(la[k][0], k), lambda k: read_tensor(lb[k][0], k), names, m, progress)
+
+# %% ../nbs/02_artifacts.ipynb #80eb627e
+@patch
+def apply_to(self:WeightDelta, model:nn.Module, # model to edit in place
+             alpha:float=1.0, # scale: 1 adds the task, -1 negates it
+             strict:bool=True, # refuse a model with other weights than the one the vector was made on
+            )->Applied:
+    "Add α·τ to `model` after checking α is finite and θ + α·τ fits each parameter's dtype; returns an undo handle"
+    alpha = check_alpha(alpha)
+    params, canon = dict(model.named_parameters()), canonical_names(model)
+    with torch.no_grad():
+        for n in self.deltas:
+            if n not in canon: continue   # `apply` reports unknown names
+            p = params[canon[n]]
+            if not p.is_floating_point() or tuple(p.shape) != tuple(self.deltas[n].shape): continue
+            new = p.detach().double() + float(alpha) * self.dense(n).to(p.device, torch.float64)
+            big = float(new.abs().max()) if new.numel() else 0.0
+            if not math.isfinite(big) or big > torch.finfo(p.dtype).max:
+                raise ValueError(f"alpha={alpha} overflows {canon[n]} in {_dtype_name(p.dtype)} (|θ + ατ| reaches {big:.3g}, "
+                                 f"the dtype holds {torch.finfo(p.dtype).max:.3g}); use a smaller alpha or a wider dtype")
+    return self.apply(model, float(alpha), strict)

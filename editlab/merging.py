@@ -11,7 +11,7 @@ import torch
 from safetensors import safe_open
 from tqdm.auto import tqdm
 from .artifacts import WeightDelta
-from .task_vectors import check_checkpoints, is_float_dtype
+from .artifacts import check_checkpoints, is_float_dtype
 
 # %% auto #0
 __all__ = ['MERGE_METHODS', 'CHUNK', 'MergeSpec', 'MergeMethods', 'merge_method', 'merge_spec', 'task_arithmetic', 'ties', 'dare',
