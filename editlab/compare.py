@@ -15,9 +15,10 @@ from tqdm.auto import tqdm
 from .models import adapter
 from .evaluate import edit_scores, token_scores, portability_scores, summarize, generate, ngram_entropy
 from .artifacts import WeightDelta
+from .shard import process_state, run_sharded, sharded, part_file, part_files, read_saved, finish_parts
 
 # %% auto #0
-__all__ = ['measured_call', 'artifact_cost', 'compare_editors', 'comparison_table']
+__all__ = ['measured_call', 'artifact_cost', 'applied_model', 'compare_editors', 'comparison_table']
 
 # %% ../nbs/34_edit_comparison.ipynb #72098455
 def _score(model, tok, recs, gen_tokens, token_acc=False):
@@ -79,42 +80,60 @@ def compare_editors(model:nn.Module, tok, # model and tokenizer
                     save:str|Path|None=None, # CSV: written again after each finished (method, record); a rerun skips what it holds
                     token_acc:bool=False, # also the zsRE protocol's token accuracies (`es_tok`, `ps_tok`, `ns_tok`)
                     on_error:str='raise', # an editor that raises ValueError on a record: 'raise', or 'unedited' (the record is scored unedited, message in `error`)
+                    shard:bool|None=None, # None: split the units across processes when launched with several (`accelerate launch`); False: don't
                    )->pd.DataFrame:
     "Per-record scores of every editor (and the unedited model), with the cost of each edit: one row per (method, record)"
     if len(records) == 0: raise ValueError("no records to compare on")
     if on_error not in ('raise', 'unedited'): raise ValueError(f"on_error must be 'raise' or 'unedited', got {on_error!r}")
     unknown = set(batch) - set(editors)
     if unknown: raise KeyError(f"batch names {sorted(unknown)} are not editors; editors are {sorted(editors)}")
-    prev = pd.read_csv(save) if save is not None and Path(save).exists() else pd.DataFrame(columns=['method', 'rec'])
+    prev = read_saved(save, ['method', 'rec'])   # a finished run's file, and the partial files of an interrupted sharded one
     if len(prev) and 'case_id' in prev and all('case_id' in r for r in records):
         bad = [(m, i) for m, i, c in zip(prev.method, prev.rec, prev.case_id) if i >= len(records) or str(records[i]['case_id']) != str(c)]
         if bad: raise ValueError(f"{save} holds results for other records (first: method {bad[0][0]!r}, record {bad[0][1]}); "
                                  "pass another file or the same records in the same order")
-    have, out = set(zip(prev.method, prev.rec)), [prev]
-    def keep(df):
-        out.append(df)
-        if save is not None: pd.concat([o for o in out if len(o)], ignore_index=True).to_csv(save, index=False)   # whole file: columns may grow
+    have, out, mine = set(zip(prev.method, prev.rec)), [prev], []
+    split = sharded(shard)
+    if split: process_state().wait_for_everyone()   # every process has read the same files before any writes its partial one
+    def keep(df):   # one process: the whole file after each unit; sharded: this process's rows in its partial file
+        mine.append(df)
+        if save is not None:
+            pd.concat([o for o in ([] if split else out) + mine if len(o)], ignore_index=True).to_csv(part_file(save) if split else save, index=False)
+        return df
     def todo(name): return [i for i in range(len(records)) if (name, i) not in have]
-    if miss := todo('unedited'):
-        keep(_score(model, tok, [records[i] for i in miss], gen_tokens, token_acc).assign(method='unedited', seconds=0.0, rec=miss))
-    for name, fn in editors.items():
-        if not (miss := todo(name)): continue
+    units = []   # independent units of work, in order: the unedited rows (one batch), each batch editor, each (editor, record)
+    if miss := todo('unedited'): units.append(('unedited', miss))
+    for name in editors:
+        if miss := todo(name): units += [(name, miss)] if name in batch else [(name, [i]) for i in miss]
+    def run(unit):
+        name, miss = unit
+        if name == 'unedited':
+            return keep(_score(model, tok, [records[i] for i in miss], gen_tokens, token_acc).assign(method='unedited', seconds=0.0, rec=miss))
+        fn = editors[name]
         if name in batch:   # all records edited together; only the missing rows are kept
             d, dt, mb = measured_call(fn, model, tok, records); c = artifact_cost(d, model)
             with applied_model(d, model) as em: df = _score(em, tok, records, gen_tokens, token_acc)
-            keep(df.assign(method=name, seconds=dt / len(records), rec=range(len(records)), peak_mb=mb,
-                           n_params=c['n_params'] / len(records), weights_changed=c['weights_changed']).iloc[miss]); continue
-        for i in tqdm(miss, desc=name, disable=not progress):
-            try: d, dt, mb = measured_call(fn, model, tok, records[i])
-            except ValueError as e:       # a refused edit (the editors check before they change anything): no change at all
-                if on_error == 'raise': raise
-                keep(_score(model, tok, [records[i]], gen_tokens, token_acc).assign(method=name, rec=i, error=str(e)[:300])); continue
-            with applied_model(d, model) as em:
-                keep(_score(em, tok, [records[i]], gen_tokens, token_acc).assign(method=name, seconds=dt, rec=i, peak_mb=mb, **artifact_cost(d, model)))
+            return keep(df.assign(method=name, seconds=dt / len(records), rec=range(len(records)), peak_mb=mb,
+                                  n_params=c['n_params'] / len(records), weights_changed=c['weights_changed']).iloc[miss])
+        i = miss[0]
+        try: d, dt, mb = measured_call(fn, model, tok, records[i])
+        except ValueError as e:       # a refused edit (the editors check before they change anything): no change at all
+            if on_error == 'raise': raise
+            return keep(_score(model, tok, [records[i]], gen_tokens, token_acc).assign(method=name, rec=i, error=str(e)[:300]))
+        with applied_model(d, model) as em:
+            return keep(_score(em, tok, [records[i]], gen_tokens, token_acc).assign(method=name, seconds=dt, rec=i, peak_mb=mb, **artifact_cost(d, model)))
+    names = {u[0] for u in units}
+    bars = {n: tqdm(total=sum(len(u[1]) for u in units if u[0] == n), desc=n, disable=not progress or n == 'unedited' or n in batch) for n in names}
+    def step(unit):
+        r = run(unit); bars[unit[0]].update(len(unit[1])); return r
+    out += run_sharded(step, units, shard)
+    for b in bars.values(): b.close()
     order = {m: j for j, m in enumerate(['unedited', *editors])}
     df = pd.concat([o for o in out if len(o)], ignore_index=True)
     df = df[df.method.isin(order.keys()) & (df.rec < len(records))]
-    return df.sort_values(['method', 'rec'], key=lambda c: c.map(order) if c.name == 'method' else c, kind='stable').reset_index(drop=True)
+    df = df.sort_values(['method', 'rec'], key=lambda c: c.map(order) if c.name == 'method' else c, kind='stable').reset_index(drop=True)
+    if split or part_files(save): finish_parts(save, pd.concat([o for o in out if len(o)], ignore_index=True), shard)   # merged file, same rows as one process
+    return df
 
 def comparison_table(df:pd.DataFrame, # from `compare_editors`
                      cols:tuple=('es', 'ps', 'ns', 'es_gen', 'ps_gen', 'fluency', 'seconds'), # scores to show

@@ -158,22 +158,27 @@ def steering_sweep(model:nn.Module, tok, # model and tokenizer
                    max_new_tokens:int=24, # tokens generated per prompt
                    ppl_text:str|None=None, # reference text for perplexity (skipped when None)
                    positions='all', # position rule of the intervention
-                   progress:bool=True)->pd.DataFrame:
+                   progress:bool=True, # tqdm bar
+                   shard:bool|None=None, # None: split the grid across processes under `accelerate launch` (see `shard`)
+                  )->pd.DataFrame:
     "Score, fluency and perplexity for every (hook, alpha): one row each, with an example continuation"
     from editlab.evaluate import generate, ngram_entropy, perplexity
     from editlab.hooks import parse_hook
+    from editlab.shard import run_sharded
     hooks = list(vectors) if hooks is None else resolve_hooks(model, hooks)
     alphas = [check_alpha(a) for a in alphas]
-    rows = []
     grid = [(h, a) for h in hooks for a in alphas]
-    for h, a in tqdm(grid, desc='sweep', disable=not progress):
+    bar = tqdm(total=len(grid), desc='sweep', disable=not progress)
+    def run(cell):   # one (hook, alpha): independent of the others, so the grid shards across processes
+        h, a = cell
         iv = Intervention.from_vectors({h: vectors[h]}, positions=positions, alpha=a)
         with torch.no_grad(), iv.apply(model):
             gens = generate(model, tok, prompts, max_new_tokens=max_new_tokens, batch_size=len(prompts))
             ppl = perplexity(model, tok, ppl_text) if ppl_text else float('nan')
-        sc = score(gens)
-        rows.append(dict(hook=h, layer=parse_hook(model, h)[0], alpha=a, score=float(np.mean(sc)), score_sd=float(np.std(sc)),
-                         fluency=ngram_entropy(gens), perplexity=ppl, example=gens[0].strip()))
+        sc = score(gens); bar.update()
+        return dict(hook=h, layer=parse_hook(model, h)[0], alpha=a, score=float(np.mean(sc)), score_sd=float(np.std(sc)),
+                    fluency=ngram_entropy(gens), perplexity=ppl, example=gens[0].strip())
+    rows = run_sharded(run, grid, shard); bar.close()
     return pd.DataFrame(rows)
 
 # %% ../nbs/20_steering.ipynb #1d2a5355

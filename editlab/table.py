@@ -11,6 +11,7 @@ from torch import nn
 from .compare import compare_editors, measured_call, artifact_cost, applied_model
 from .editors import EDIT_METHODS, make_editor
 from .evaluate import summarize
+from .shard import process_state
 
 # %% auto #0
 __all__ = ['seed_claims', 'run_table_study', 'cost_study', 'table52', 'plot_table52']
@@ -37,17 +38,19 @@ def run_table_study(model:nn.Module, tok, # model and tokenizer
                     token_acc:bool=False, # add the zsRE token accuracies
                     progress:bool=True, # tqdm bars
                     on_error:str='unedited', # a record a method refuses: scored unedited with its message in `error` ('raise' stops)
+                    shard:bool|None=None, # None: split each method's records across processes under `accelerate launch` (see `shard`)
                    )->pd.DataFrame:
     "Per-record scores of every method on `records`, preparing one editor at a time (a method already in `save` is skipped)"
     hp = hp or {}
     unknown = [m for m in list(methods) + list(hp) if m not in EDIT_METHODS]
     if unknown: raise KeyError(f"unknown edit method(s) {unknown}; registered: {', '.join(EDIT_METHODS)}")
-    df = compare_editors(model, tok, records, {}, save=save, token_acc=token_acc, progress=progress)   # the unedited rows
+    df = compare_editors(model, tok, records, {}, save=save, token_acc=token_acc, progress=progress, shard=shard)   # the unedited rows
     for name in methods:
         if _have(save, name, len(records)): continue
-        fn = make_editor(name, model, tok, **hp.get(name, {}))
+        with process_state().main_process_first():   # sharded: the main process prepares first (and fills the statistics cache)
+            fn = make_editor(name, model, tok, **hp.get(name, {}))
         df = compare_editors(model, tok, records, {name: fn}, batch=(name,) if EDIT_METHODS[name].batch else (), save=save,
-                             token_acc=token_acc, progress=progress, on_error=on_error)
+                             token_acc=token_acc, progress=progress, on_error=on_error, shard=shard)
     if save is not None:
         order = {m: i for i, m in enumerate(['unedited', *methods])}
         df = pd.read_csv(save)
