@@ -404,6 +404,11 @@ def _serac_apply(self:SeracModel, model:nn.Module, # the model this memory route
 
 SeracModel.apply = _serac_apply
 
+def _serac_no_algebra(self, *args):
+    raise TypeError("a SERAC memory routes inputs to a counterfactual model: it cannot be added, negated or scaled. "
+                    "Add or remove edits with `edit(records)` / `delete(i)`")
+SeracModel.__add__ = SeracModel.__radd__ = SeracModel.__neg__ = SeracModel.__mul__ = SeracModel.__rmul__ = _serac_no_algebra
+
 @register('SERAC', 'editing', 'SeracModel', 'Mitchell et al. 2022, Memory-Based Model Editing at Scale (ICML 2022, arXiv:2206.06520)',
           defaults=dict(train=None, n_train=2000, layer=3), batch=False, approach='knowledge cache',
           seed_claims=dict(NS='high: external methods leave the model alone, so locality is guaranteed',

@@ -1,0 +1,96 @@
+"One artifact protocol: one instance of each artifact kind on a tiny Llama, each protocol point checked the same way"
+import pytest, torch
+from editlab.models import tiny_model, adapter, fingerprint, in_features
+from editlab.hooks import forward, encode
+from editlab.artifacts import Artifact, WeightDelta, Intervention, Applied
+from editlab.compare import artifact_cost
+from editlab.grace import Codebook
+from editlab.tpatcher import PatchSet
+from editlab.calinet import CaliNet
+from helpers import weights as _weights, same as _same, no_hooks
+
+@pytest.fixture(scope='module')
+def llama(): return tiny_model('llama', n_layers=2)
+
+def _kinds(m):
+    ad, g = adapter(m), torch.Generator().manual_seed(0)
+    r = lambda *s: torch.randn(*s, generator=g)
+    meta = dict(method='test', fingerprint=fingerprint(m))
+    d_in, d_ff = in_features(ad.up(0)), in_features(ad.down(0))
+    name = ad.param_name(1, 'down')
+    patch = lambda L: PatchSet(L, r(2, d_in), torch.ones(2), r(2, ad.d_model), ['a', 'b'], meta=dict(meta))
+    return {
+        'WeightDelta': (WeightDelta({name: 0.1 * r(*dict(m.named_parameters())[name].shape)}, dict(meta)), True),
+        'Intervention': (Intervention.from_vectors({'blocks.0.hook_resid_post': r(ad.d_model)}, meta=dict(meta)), False),
+        'Codebook': (Codebook(1, r(2, d_ff), r(2, ad.d_model), torch.full((2,), 1e3), ['a', 'b'], meta=dict(meta)), False),
+        'PatchSet': (patch(1), False),
+        'CaliNet': (CaliNet([patch(0), patch(1)], meta=dict(meta)), False)}
+
+KINDS = ['WeightDelta', 'Intervention', 'Codebook', 'PatchSet', 'CaliNet']
+
+def _logits(m, tok): return forward(m, **encode(tok, ['the big world is', 'a small cat'])).logits
+
+@pytest.mark.parametrize('kind', KINDS)
+def test_protocol(llama, kind):
+    m, tok = llama
+    art, changes_weights = _kinds(m)[kind]
+    assert isinstance(art, Artifact) and art.kind == kind and art.meta['method'] == 'test'
+    base_w, base = _weights(m), _logits(m, tok)
+    # apply: a handle that undoes, and a context manager; the weights move only for a weight delta
+    h = art.apply(m)
+    assert isinstance(h, Applied)
+    assert not torch.equal(_logits(m, tok), base)
+    assert _same(base_w, _weights(m)) != changes_weights
+    h.undo()
+    assert _same(base_w, _weights(m)) and torch.equal(_logits(m, tok), base) and no_hooks(m)
+    h.undo(); assert not h.active and _same(base_w, _weights(m)) and torch.equal(_logits(m, tok), base)   # a second undo changes nothing
+    with art.apply(m): assert not torch.equal(_logits(m, tok), base)
+    assert _same(base_w, _weights(m)) and no_hooks(m)
+    # cost: numbers stored, base weights changed
+    c = artifact_cost(art, m)
+    assert c['n_params'] == art.n_params > 0 and (c['weights_changed'] > 0) == changes_weights
+
+@pytest.mark.parametrize('kind', KINDS)
+def test_save_load_with_fingerprint(llama, kind, tmp_path):
+    m, tok = llama
+    art, _ = _kinds(m)[kind]
+    f = art.save(tmp_path/f'{kind}.safetensors')
+    back = type(art).load(f, m)
+    assert back.meta['fingerprint'] == fingerprint(m) and back.kind == kind
+    with art.apply(m): a = _logits(m, tok)
+    with back.apply(m): b = _logits(m, tok)
+    assert torch.equal(a, b)
+    other, _ = tiny_model('llama', n_layers=2, seed=7)
+    with pytest.raises(ValueError, match='other weights'): type(art).load(f, other)
+
+@pytest.mark.parametrize('kind', KINDS)
+def test_algebra_or_a_clear_error(llama, kind):
+    m, tok = llama
+    art, _ = _kinds(m)[kind]
+    both = art + art
+    assert type(both) is type(art) and both.n_params >= art.n_params
+    if kind == 'Codebook':
+        with pytest.raises(TypeError, match='cannot be negated or scaled'): -art
+        with pytest.raises(TypeError, match='cannot be negated or scaled'): 2 * art
+        return
+    with (art + (-art)).apply(m) if kind in ('WeightDelta', 'Intervention') else (0 * art).apply(m):
+        base_free = _logits(m, tok)
+    assert torch.allclose(base_free, _logits(m, tok), atol=1e-5)       # a + (-a), or 0·a, does nothing
+    with pytest.raises(TypeError, match='finite number'): art * float('nan')
+
+def test_serac_memory_speaks_apply_and_refuses_algebra(llama):
+    "SERAC's memory: routing attaches at apply time (the handle's model), the base weights and hooks untouched, cost read, algebra a clear error"
+    from editlab.serac import SeracModel, ScopeClassifier
+    m, tok = llama
+    torch.manual_seed(0)
+    s = SeracModel(m, tok, ScopeClassifier(adapter(m).d_model, layer=1, dim=16, threshold=0.9999)).edit(
+        dict(prompt='the big world is', target_new='hello', target_true='there'))
+    base_w = _weights(m)
+    with s.apply(m) as h: assert h.model is s and h.active
+    assert not h.active and _same(base_w, _weights(m)) and no_hooks(m)
+    c = artifact_cost(s, m)
+    assert c == dict(n_params=16, weights_changed=0)
+    for bad in (lambda: s + s, lambda: -s, lambda: 2 * s):
+        with pytest.raises(TypeError, match='cannot be added, negated or scaled'): bad()
+    m2, _ = tiny_model('llama', n_layers=2, seed=1)
+    with pytest.raises(ValueError, match='another model'): s.apply(m2)
