@@ -12,6 +12,7 @@ from torch import nn
 from .models import adapter
 from .hooks import capture, encode, forward, parse_hook
 from .steering import contrast_activations, vectors_from, steering
+from .artifacts import Intervention
 from .hooks import get_activations
 from .evaluate import target_logprobs
 from .data import assets_dir
