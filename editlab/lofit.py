@@ -11,7 +11,7 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
-from .models import adapter, fingerprint
+from .models import adapter, fingerprint, model_device
 from .hooks import intervene, hook_name, forward, encode
 from .artifacts import Intervention, Term, WeightDelta, LowRank
 from .evaluate import QA_TEMPLATE, encode_prompt, encode_target, pad_batch, target_logprobs, generate
@@ -212,7 +212,7 @@ def select_heads(model:nn.Module, tok, # model (left unchanged) and tokenizer
         raise ValueError(f"lam (the L1 weight) must be a finite number >= 0, got {lam!r}")
     ad = adapter(model); L, H, d = ad.n_layers, ad.n_heads, ad.head_dim
     g = torch.Generator().manual_seed(seed)
-    A = (torch.randn(L, H, d, generator=g) * init_std).to(adapter(model).embed.weight.device).requires_grad_(True)
+    A = (torch.randn(L, H, d, generator=g) * init_std).to(model_device(model)).requires_grad_(True)
     curve = train_params(model, tok, data, [A], lambda: _scale_fns(model, A), steps, lr, batch_size, beta, seed, progress,
                    'LoFiT step 1 (heads)', penalty=lambda: lam * A.abs().sum(), ref=ref)
     score = A.detach().float().norm(dim=-1).cpu()
@@ -260,7 +260,7 @@ def bias_tune(model:nn.Module, tok, # model (left unchanged) and tokenizer
     "LoFiT step 2: train one bias per chosen head; (Intervention at attn.hook_z, loss curve)"
     heads = _check_heads(model, heads)
     ad = adapter(model); g = torch.Generator().manual_seed(seed)
-    V = (torch.randn(len(heads), ad.head_dim, generator=g) * init_std).to(ad.embed.weight.device).requires_grad_(True)
+    V = (torch.randn(len(heads), ad.head_dim, generator=g) * init_std).to(model_device(model)).requires_grad_(True)
     curve = train_params(model, tok, data, [V], lambda: _bias_fns(model, heads, V), steps, lr, batch_size, beta, seed, progress,
                    f'{method} step 2 (bias)', ref=ref)
     vecs = {}

@@ -8,7 +8,7 @@ import math
 import pandas as pd
 import torch
 from torch import nn
-from .models import adapter, fingerprint, is_conv1d
+from .models import adapter, fingerprint, is_conv1d, model_device
 from .hooks import HOOK_KINDS, hook_name, hook_shape, parse_hook, add_hook, check_vector, forward
 from .artifacts import Intervention, Term, WeightDelta, Applied, check_alpha
 from .lofit import TaskData, train_params, check_texts
@@ -170,7 +170,7 @@ def red_tune(model:nn.Module, tok, # model (left unchanged) and tokenizer
     if hook not in HOOK_KINDS: raise ValueError(f"unknown hook kind {hook!r}; use one of {', '.join(HOOK_KINDS)} (the paper: 'mlp.hook_out')")
     layers = _check_layers(model, layers); _check_dtype(model, dtype)
     hooks = [hook_name(L, hook) for L in layers]
-    shape, dev = hook_shape(model, hooks[0]), adapter(model).embed.weight.device
+    shape, dev = hook_shape(model, hooks[0]), model_device(model)
     S = torch.ones(len(layers), *shape, device=dev, dtype=dtype, requires_grad=True)
     B = torch.zeros(len(layers), *shape, device=dev, dtype=dtype, requires_grad=True)
     curve = train_params(model, tok, data, [S, B], lambda: _red_fns(hooks, S, B), steps, lr, batch_size, beta, seed, progress, method, ref=ref)

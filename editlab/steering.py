@@ -25,9 +25,10 @@ def _first_pc(X:torch.Tensor)->torch.Tensor:
 
 def _logreg(P:torch.Tensor, N:torch.Tensor, l2:float=1e-2, steps:int=100)->torch.Tensor:
     "Weights of an L2-regularised logistic regression P vs N, on standardised features, mapped back to the raw space"
-    X = torch.cat([P, N]).double(); y = torch.cat([torch.ones(len(P)), torch.zeros(len(N))]).double()
+    X = torch.cat([P, N]).double(); y = torch.cat([torch.ones(len(P)), torch.zeros(len(N))]).double().to(X.device)
     mu, sd = X.mean(0), X.std(0).clamp_min(1e-6); Z = (X - mu) / sd
-    w = torch.zeros(X.shape[1], dtype=torch.float64, requires_grad=True); b = torch.zeros(1, dtype=torch.float64, requires_grad=True)
+    w = torch.zeros(X.shape[1], dtype=torch.float64, device=X.device, requires_grad=True)
+    b = torch.zeros(1, dtype=torch.float64, device=X.device, requires_grad=True)
     opt = torch.optim.LBFGS([w, b], max_iter=steps, line_search_fn='strong_wolfe')
     def closure():
         opt.zero_grad()
