@@ -136,3 +136,25 @@ def test_tied_embedding_offloaded(tmp_path):
     with wd.apply(m): ref = run(m, b)
     with wd.apply(am): assert torch.equal(run(am, b), ref)
     assert torch.equal(run(am, b), run(m, b))
+
+def test_embedded_model_split():
+    "SmolLM2-135M-Instruct with its last 10 blocks on disk: logits and captures bitwise equal, an edit of an offloaded block too, undo exact"
+    from editlab.models import _cache_embedded
+    m, tok = load_model(); ad = adapter(m); n = ad.n_layers
+    dm = {'model.embed_tokens': 'cpu', 'model.norm': 'cpu', 'model.rotary_emb': 'cpu', 'lm_head': 'cpu',
+          **{f'model.layers.{i}': 'cpu' if i < n - 10 else 'disk' for i in range(n)}}
+    import tempfile
+    with tempfile.TemporaryDirectory() as d:
+        sm, _ = load_model(str(_cache_embedded()), device_map=dm, offload_folder=d)
+        b = encode(tok, ['The capital of France is', 'I went to the'])
+        hooks = [f'blocks.{n-3}.hook_resid_post', 'blocks.5.mlp.hook_post']
+        outs = []
+        for mm in (m, sm):
+            with capture(mm, hooks) as c: lg = run(mm, b)
+            outs.append((lg, c))
+        assert torch.equal(outs[0][0], outs[1][0]) and all(torch.equal(outs[0][1][h], outs[1][1][h]) for h in hooks)
+        name = ad.param_name(n - 2, 'down'); assert offload_slot(sm, name) is not None
+        wd = WeightDelta({name: 0.02 * torch.randn(m.get_parameter(name).shape, generator=torch.Generator().manual_seed(0))})
+        with wd.apply(m): ref = run(m, b)
+        with wd.apply(sm): assert torch.equal(run(sm, b), ref)
+        assert not torch.equal(ref, outs[0][0]) and torch.equal(run(sm, b), outs[0][0])
