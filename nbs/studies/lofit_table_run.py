@@ -117,7 +117,8 @@ class Study:
     def score(self, task:str, items:list, art=None)->pd.DataFrame:
         m, tok = self.model, self.tok
         def run():
-            if task == 'truthfulqa': return mc_scores(m, tok, items, batch_size=2)   # 2: peaks of ~7 GB seen with 8 on this machine
+            if task == 'truthfulqa':   # five questions a call, batches of 4: one call over 82 questions grew to 21 GB on this machine
+                return pd.concat([mc_scores(m, tok, items[i:i+5], batch_size=4) for i in range(0, len(items), 5)], ignore_index=True)
             e = icl_exact_match(m, tok, items); e['id'] = [f"{x['input']}->{x['output']}" for x in items]; return e[['id', 'em']]
         if art is None: return run()
         with art.apply(m): return run()
