@@ -21,7 +21,7 @@ from .grace import entry_index
 
 # %% auto #0
 __all__ = ['TEMPLATE', 'pool_prefixes', 'ScopeClassifier', 'best_edit', 'route_metrics', 'train_scope', 'edit_statement',
-           'SeracModel', 'serac_editor', 'scope_report']
+           'SeracModel', 'SeracMemoryFile', 'serac_editor', 'scope_report']
 
 # %% ../nbs/38_serac.ipynb #913e4005
 def pool_prefixes(x:torch.Tensor, # [b, q, d] residual states
@@ -355,34 +355,50 @@ def _serac_generate(self:SeracModel, input_ids:torch.Tensor, # [b, q] prompts (l
 SeracModel.generate = _serac_generate
 
 # %% ../nbs/38_serac.ipynb #12b69f0e
+from .artifacts import Artifact
+
+class SeracMemoryFile(Artifact):
+    "SERAC's memory as it lies on disk: classifier weights, keys, edits and template, read and checked by `Artifact.load`"
+    kind = 'SeracModel'
+    def __init__(self, tensors:dict, layout:dict, meta:dict|None=None):
+        super().__init__(meta); self.tensors, self.layout = tensors, layout
+    def _to_tensors(self): return self.tensors, self.layout
+    @classmethod
+    def _from_tensors(cls, tensors, layout, meta):
+        "Check the stored memory is whole: a classifier that loads, one key of its width per edit, a usable template"
+        c = layout['classifier']
+        clf = ScopeClassifier(c['d_model'], c['layer'], c['dim'], c['threshold'], c['meta'])
+        try: clf.load_state_dict({k[len('classifier.'):]: v for k, v in tensors.items() if k.startswith('classifier.')})
+        except RuntimeError as e: raise ValueError(f"its classifier weights do not fit the stored classifier shape ({e})") from e
+        keys, edits = tensors['keys'], layout['edits']
+        if not isinstance(edits, list) or not all(isinstance(e, dict) and {'prompt', 'target_new'} <= set(e) for e in edits):
+            raise ValueError("its edits are not a list of records with 'prompt' and 'target_new'; the file was altered")
+        if tuple(keys.shape) != (len(edits), clf.dim):
+            raise ValueError(f"its keys have shape {tuple(keys.shape)} but {len(edits)} edits of width {clf.dim} need "
+                             f"{(len(edits), clf.dim)}; the file was altered")
+        if '{statement}' not in layout['template']: raise ValueError("its template lacks '{statement}'; the file was altered")
+        out = cls(tensors, layout, meta); out.classifier = clf.eval(); return out
+
+SeracModel.kind = 'SeracModel'
+SeracModel.meta = property(lambda self: dict(method='SERAC', fingerprint=fingerprint(self.base), n_edits=len(self)),
+                           doc="The artifact's metadata: method, the base model's fingerprint, number of edits")
+
 def _save(self:SeracModel, path:str|Path)->Path:
-    "Save classifier, memory keys and edits (safetensors + JSON metadata)"
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    t = {f'classifier.{k}': v.detach().contiguous().cpu() for k, v in self.classifier.state_dict().items()}
-    t['keys'] = self.keys.detach().contiguous().cpu()
+    "Save classifier, memory keys and edits as an artifact (safetensors + JSON metadata + the model fingerprint, no pickle)"
+    t = {f'classifier.{k}': v for k, v in self.classifier.state_dict().items()}
+    t['keys'] = self.keys
     c = self.classifier
-    md = dict(edits=self.edits, template=self.template, fingerprint=fingerprint(self.base),
-              classifier=dict(layer=c.layer, dim=c.dim, threshold=c.threshold, d_model=c.proj.in_features, meta=c.meta))
-    save_file(t, str(path), metadata={'editlab_kind': 'SeracModel', 'layout': json.dumps(md, default=str)})
-    return path
+    lay = dict(edits=self.edits, template=self.template,
+               classifier=dict(layer=c.layer, dim=c.dim, threshold=c.threshold, d_model=c.proj.in_features, meta=c.meta))
+    return SeracMemoryFile(t, json.loads(json.dumps(lay, default=str)), self.meta).save(path)
 
 @classmethod
 def _load(cls, path:str|Path, base:nn.Module, tok, # file from `save`; the model it was made on and its tokenizer
           strict:bool=True)->SeracModel:
     "A SeracModel saved by `save`, around `base` (refused if `base` has another fingerprint, weights included when `strict`)"
-    with safe_open(str(path), framework='pt') as f:
-        md = f.metadata() or {}
-        if md.get('editlab_kind') != 'SeracModel': raise ValueError(f"{path} holds a {md.get('editlab_kind', 'non-editlab file')!r}, not a 'SeracModel'")
-        t = {k: f.get_tensor(k) for k in f.keys()}
-    lay = json.loads(md['layout']); fp, mine = lay['fingerprint'], fingerprint(base)
-    if fp['arch'] != mine['arch'] or (strict and fp['weights'] != mine['weights']):
-        raise ValueError(f"this SERAC model was saved on another model (fingerprint {fp} vs {mine}); load it on that model"
-                         + (" or pass strict=False" if fp['arch'] == mine['arch'] else ""))
-    c = lay['classifier']
-    clf = ScopeClassifier(c['d_model'], c['layer'], c['dim'], c['threshold'], c['meta'])
-    clf.load_state_dict({k[len('classifier.'):]: v for k, v in t.items() if k.startswith('classifier.')})
-    s = cls(base, tok, clf, lay['template'])
-    s.edits, s.keys = [dict(e) for e in lay['edits']], t['keys'].float()
+    f = SeracMemoryFile.load(path, base, strict)
+    s = cls(base, tok, f.classifier, f.layout['template'])
+    s.edits, s.keys = [dict(e) for e in f.layout['edits']], f.tensors['keys'].float()
     return s
 
 SeracModel.save, SeracModel.load = _save, _load

@@ -27,6 +27,18 @@ def _kinds(m):
         'CaliNet': (CaliNet([patch(0), patch(1)], meta=dict(meta)), False)}
 
 KINDS = ['WeightDelta', 'Intervention', 'Codebook', 'PatchSet', 'CaliNet']
+SAVED = KINDS + ['SeracModel']   # SERAC's memory saves / loads like the others; its apply and algebra are checked below
+
+def _serac(m, tok):
+    "A SERAC memory of one edit whose prompt is one of `_logits`' inputs, so routing changes its logits"
+    from editlab.serac import SeracModel, ScopeClassifier
+    torch.manual_seed(0)
+    return SeracModel(m, tok, ScopeClassifier(adapter(m).d_model, layer=1, dim=16, threshold=0.9999)).edit(
+        dict(prompt='the big world is', target_new='hello', target_true='there'))
+
+def _artifact(m, tok, kind): return (_serac(m, tok), False) if kind == 'SeracModel' else _kinds(m)[kind]
+def _load(cls, f, m, tok, **kw): return cls.load(f, m, tok, **kw) if issubclass(cls, torch.nn.Module) else cls.load(f, m, **kw)
+def _routed(h, m): return getattr(h, 'model', m)   # SERAC's handle carries the routed model; the others change `m` itself
 
 def _logits(m, tok): return forward(m, **encode(tok, ['the big world is', 'a small cat'])).logits
 
@@ -50,18 +62,34 @@ def test_protocol(llama, kind):
     c = artifact_cost(art, m)
     assert c['n_params'] == art.n_params > 0 and (c['weights_changed'] > 0) == changes_weights
 
-@pytest.mark.parametrize('kind', KINDS)
+@pytest.mark.parametrize('kind', SAVED)
 def test_save_load_with_fingerprint(llama, kind, tmp_path):
     m, tok = llama
-    art, _ = _kinds(m)[kind]
+    art, _ = _artifact(m, tok, kind)
     f = art.save(tmp_path/f'{kind}.safetensors')
-    back = type(art).load(f, m)
+    back = _load(type(art), f, m, tok)
     assert back.meta['fingerprint'] == fingerprint(m) and back.kind == kind
-    with art.apply(m): a = _logits(m, tok)
-    with back.apply(m): b = _logits(m, tok)
-    assert torch.equal(a, b)
+    base = _logits(m, tok)
+    with art.apply(m) as h: a = _logits(_routed(h, m), tok)
+    with back.apply(m) as h: b = _logits(_routed(h, m), tok)
+    assert torch.equal(a, b) and not torch.equal(a, base)
     other, _ = tiny_model('llama', n_layers=2, seed=7)
-    with pytest.raises(ValueError, match='other weights'): type(art).load(f, other)
+    with pytest.raises(ValueError, match='other weights'): _load(type(art), f, other, tok)
+
+@pytest.mark.parametrize('kind', SAVED)
+def test_damaged_file_named(llama, kind, tmp_path):
+    "A truncated file, or one whose metadata lost a field: a ValueError naming the file"
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+    m, tok = llama
+    art, _ = _artifact(m, tok, kind)
+    f = art.save(tmp_path/f'{kind}.safetensors')
+    cut = tmp_path/'cut.safetensors'; cut.write_bytes(f.read_bytes()[:-40])
+    with pytest.raises(ValueError, match='cut.safetensors.*truncated or damaged'): _load(type(art), cut, m, tok)
+    with safe_open(str(f), framework='pt') as g: md, t = g.metadata(), {k: g.get_tensor(k) for k in g.keys()}
+    bad = tmp_path/'bad.safetensors'
+    save_file(t, str(bad), metadata={k: v for k, v in md.items() if k != 'layout'})
+    with pytest.raises(ValueError, match="bad.safetensors lacks the 'layout'"): _load(type(art), bad, m, tok)
 
 @pytest.mark.parametrize('kind', KINDS)
 def test_algebra_or_a_clear_error(llama, kind):
@@ -80,11 +108,8 @@ def test_algebra_or_a_clear_error(llama, kind):
 
 def test_serac_memory_speaks_apply_and_refuses_algebra(llama):
     "SERAC's memory: routing attaches at apply time (the handle's model), the base weights and hooks untouched, cost read, algebra a clear error"
-    from editlab.serac import SeracModel, ScopeClassifier
     m, tok = llama
-    torch.manual_seed(0)
-    s = SeracModel(m, tok, ScopeClassifier(adapter(m).d_model, layer=1, dim=16, threshold=0.9999)).edit(
-        dict(prompt='the big world is', target_new='hello', target_true='there'))
+    s = _serac(m, tok)
     base_w = _weights(m)
     with s.apply(m) as h: assert h.model is s and h.active
     assert not h.active and _same(base_w, _weights(m)) and no_hooks(m)

@@ -1,6 +1,6 @@
 "SERAC: routing, bitwise out-of-scope logits, counterfactual logits, memory rules (later wins, delete, empty), save / load, training, frozen weights"
-import pytest, torch
-from editlab.models import tiny_model, adapter
+import json, pytest, torch
+from editlab.models import tiny_model, adapter, fingerprint
 from editlab.hooks import forward, encode
 from editlab.evaluate import encode_prompt, edit_scores, generate
 from editlab.serac import ScopeClassifier, SeracModel, train_scope, edit_statement, best_edit, route_metrics, pool_prefixes
@@ -122,11 +122,30 @@ def test_save_load_roundtrip(llama, tmp_path):
     b = encode(tok, [A['prompt'], OTHER], 'left')
     assert torch.equal(s2(**b).logits, s(**b).logits)
     m2, _ = tiny_model('llama', n_layers=2, seed=1)
-    with pytest.raises(ValueError, match='another model'): SeracModel.load(p, m2, tok)
+    with pytest.raises(ValueError, match='other weights'): SeracModel.load(p, m2, tok)
     SeracModel.load(p, m2, tok, strict=False)
+    assert s.meta['fingerprint'] == fingerprint(m) and s.kind == 'SeracModel'
     from editlab.artifacts import WeightDelta
     WeightDelta({'x': torch.zeros(2)}).save(tmp_path / 'wd.safetensors')
     with pytest.raises(ValueError, match="not a 'SeracModel'"): SeracModel.load(tmp_path / 'wd.safetensors', m, tok)
+
+def test_tampered_file_is_refused_naming_it(llama, tmp_path):
+    "A SERAC memory file whose keys, edits or bytes were altered: a ValueError naming the file, no model built"
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+    m, tok = llama
+    p = _serac(m, tok).edit([A, B]).save(tmp_path / 's.safetensors')
+    with safe_open(str(p), framework='pt') as f: md, t = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
+    bad = tmp_path / 'keys.safetensors'
+    save_file({**t, 'keys': t['keys'][:1]}, str(bad), metadata=md)             # one key dropped
+    with pytest.raises(ValueError, match=f"{bad.name}.*keys have shape"): SeracModel.load(bad, m, tok)
+    lay = json.loads(md['layout']); lay['edits'] = lay['edits'][:1]
+    bad2 = tmp_path / 'edits.safetensors'
+    save_file(t, str(bad2), metadata={**md, 'layout': json.dumps(lay)})       # one edit dropped
+    with pytest.raises(ValueError, match=f"{bad2.name}.*keys have shape"): SeracModel.load(bad2, m, tok)
+    bad3 = tmp_path / 'cut.safetensors'
+    bad3.write_bytes(p.read_bytes()[:-40])                                      # truncated
+    with pytest.raises(ValueError, match=f"{bad3.name}.*truncated or damaged"): SeracModel.load(bad3, m, tok)
 
 def test_harness_and_frozen_weights(llama):
     m, tok = llama
