@@ -11,6 +11,7 @@ import pandas as pd
 import torch
 from torch import nn
 from tqdm.auto import tqdm
+from fastcore.meta import delegates
 from .models import adapter, fingerprint, check_layer, is_conv1d, model_device, param_value
 from .hooks import intervene, capture, forward, hook_name
 from .artifacts import WeightDelta, LowRank
@@ -36,6 +37,7 @@ def _site_acts(model, tok, requests, contexts_of, hooks:list[str]):
     return res
 
 # %% ../nbs/33_memit.ipynb #de7a16e0
+@delegates(compute_v, but='hook,progress')   # targets at the block output; the signature shows compute_v's settings
 def memit(model:nn.Module, tok, # model and tokenizer
           requests:list[dict], # [{prompt, subject, target_new[, target_true]}], edited together
           layers:list[int], # edited blocks, e.g. range(3, 8)
@@ -44,7 +46,8 @@ def memit(model:nn.Module, tok, # model and tokenizer
           prefixes:list[str]|None=None, # context prefixes (default: 5 of 10 tokens, as in MEMIT's code)
           progress:bool=True, # tqdm bars
           targets:dict|None=None, # `.targets` of an earlier `memit` result on the same requests and last layer: skips step 1
-          **v_kwargs, # passed to `compute_v` for the targets (steps, lr, kl_factor, ...)
+          clamp_norm:float=0.75, # |delta| <= clamp_norm |h| for the targets (MEMIT's GPT-J setting; `compute_v`'s own default is ROME's 4)
+          **kwargs, # `compute_v`'s optimisation settings for the targets (shown in this signature)
          )->WeightDelta:
     "Edit all `requests` at once with MEMIT: a low-rank `WeightDelta` on each layer's down projection (model left unchanged)"
     ad = adapter(model)
@@ -74,7 +77,7 @@ def memit(model:nn.Module, tok, # model and tokenizer
     last = layers[-1]; z_hook = hook_name(last, 'hook_resid_post')
     t0 = time.perf_counter()
     # 1. targets z_i = h_i + delta_i at the last layer's residual
-    v_kwargs = {'clamp_norm': 0.75, **v_kwargs}   # MEMIT's GPT-J setting: |delta| <= 0.75 |h|
+    v_kwargs = dict(clamp_norm=clamp_norm, **kwargs)
     if targets is None:
         zs, logs = [], []
         for r in tqdm(requests, desc='MEMIT targets', disable=not progress):

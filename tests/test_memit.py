@@ -82,3 +82,13 @@ def test_contradicting_requests(tiny3):
         M.memit(m, tok, REQS + [dict(REQS[0], target_new='green')], [0], prefixes=P, progress=False)
     d = M.memit(m, tok, REQS + [dict(REQS[0])], [0], prefixes=P, progress=False, steps=2)   # a repeated request is no contradiction
     assert d.meta['n_edits'] == 3
+
+def test_signature_shows_compute_v_settings():
+    "`memit`'s signature and docs show `compute_v`'s settings (fastcore `delegates`), with MEMIT's own clamp_norm default"
+    import inspect
+    from editlab.rome import compute_v
+    sig, cv = inspect.signature(M.memit).parameters, inspect.signature(compute_v).parameters
+    for k in ('steps', 'lr', 'kl_factor', 'weight_decay', 'kl_prompts', 'stop_nll', 'use_cache'):
+        assert sig[k].default == cv[k].default, k
+    assert sig['clamp_norm'].default == 0.75 != cv['clamp_norm'].default
+    assert 'hook' not in sig and not any(p.kind == p.VAR_KEYWORD for p in sig.values())
