@@ -14,7 +14,7 @@ from .models import adapter, fingerprint, cache_dir
 from .hooks import forward
 from .artifacts import WeightDelta
 from .evaluate import pad_batch
-from .mend import (mend_targets, edit_grads, check_edit_batch, low_rank_hooks, plot_mend_curve, MendEditor, train_editor_loop, save_editor_net, load_editor_net, factors_delta,
+from .mend import (mend_targets, edit_grads, check_edit_batch, low_rank_hooks, plot_mend_curve, LearnedEditor, train_editor_loop, save_editor_net, load_editor_net, factors_delta,
                           edit_seqs, target_nll, masked_kl, first_text, loc_seq, answer_mask, cache_key)
 
 # %% auto #0
@@ -56,8 +56,9 @@ class KEHead(nn.Module):
         return self.fc2(torch.tanh(self.fc1(c))).split([self.d_out, self.d_in, self.d_out, self.d_in, 1], -1)
 
 # %% ../nbs/46_ke.ipynb #940cbd22
-class KnowledgeEditor(nn.Module):
+class KnowledgeEditor(LearnedEditor):
     "KE hyper-network: a condition MLP on the edit's pooled hidden states and one `KEHead` per edited matrix"
+    label, trainer = 'KE', 'train_ke'
     def __init__(self, model:nn.Module, # the model to edit (only its shapes and fingerprint are read)
                  layers:list[int]|None=None, # blocks whose MLP matrices are edited (default: the last three)
                  roles:tuple=('up', 'down'), # matrices per block
@@ -67,24 +68,11 @@ class KnowledgeEditor(nn.Module):
                  shift_scale:float=1e-3, # unit s of the shift's column vector φ
                 ):
         super().__init__()
-        self.targets = mend_targets(model, layers, roles)
+        self._setup(model, layers, roles, cond_dim=cond_dim, hidden=hidden, edit_lr=edit_lr, shift_scale=shift_scale)
         d = adapter(model).d_model
         self.cond = nn.Sequential(nn.LayerNorm(2 * d), nn.Linear(2 * d, cond_dim), nn.Tanh())
         self.heads = nn.ModuleList([KEHead(t['shape'][1], t['shape'][0], cond_dim, hidden) for t in self.targets])
-        self.config = dict(layers=sorted({t['layer'] for t in self.targets}), roles=list(roles), cond_dim=cond_dim, hidden=hidden,
-                           edit_lr=edit_lr, shift_scale=shift_scale)
-        self.fingerprint = fingerprint(model); self.model_type = adapter(model).model_type
         self.eval()
-
-    def __repr__(self):
-        n = sum(p.numel() for p in self.parameters())
-        return (f"KnowledgeEditor({len(self.targets)} matrices in layers {self.config['layers']}, roles {self.config['roles']}, "
-                f"{n:,} parameters)")
-
-    def check_model(self, model:nn.Module, strict:bool=True):
-        "Refuse a model whose edited matrices (or architecture, or weights when `strict`) differ from the ones this editor was trained on"
-        try: MendEditor.check_model(self, model, strict)
-        except ValueError as e: raise ValueError(_ke_msg(e)) from None
 
     def factors(self, grads:dict, # from `edit_pass`
                 pooled:torch.Tensor, # [n, 2·d_model] from `edit_pass`

@@ -20,7 +20,7 @@ from .artifacts import WeightDelta, LowRank
 from .evaluate import encode_prompt, encode_target, pad_batch
 
 # %% auto #0
-__all__ = ['mend_targets', 'edit_seqs', 'target_nll', 'edit_grads', 'EditorNet', 'MendEditor', 'save_editor_net',
+__all__ = ['mend_targets', 'edit_seqs', 'target_nll', 'edit_grads', 'EditorNet', 'LearnedEditor', 'MendEditor', 'save_editor_net',
            'load_editor_net', 'load_editor', 'check_edit_batch', 'factors_delta', 'mend_edit', 'low_rank_hooks',
            'masked_kl', 'first_text', 'loc_seq', 'answer_mask', 'mend_step', 'cache_key', 'train_editor_loop',
            'train_mend', 'mend_editor', 'plot_mend_curve']
@@ -144,30 +144,22 @@ class EditorNet(nn.Module):
         out = zn + self.fc2(h)
         return out[:, :self.d_in], out[:, self.d_in:]
 
-# %% ../nbs/45_mend.ipynb #4b42ee75
-class MendEditor(nn.Module):
-    "MEND editor: one `EditorNet` per weight shape, a learned step per edited matrix, and the model it was made for"
-    def __init__(self, model:nn.Module, # the model to edit (only its shapes and fingerprint are read)
-                 layers:list[int]|None=None, # blocks whose MLP matrices are edited (default: the last three)
-                 roles:tuple=('up', 'down'), # matrices per block
-                 hidden:int=128, # editor hidden width
-                 edit_lr:float=1e-4, # initial step α
-                ):
-        super().__init__()
+# %% ../nbs/45_mend.ipynb #4a448369
+class LearnedEditor(nn.Module):
+    "Shared by the learned editors (MEND, KE): the edited matrices, their config, the model's fingerprint, the repr and the model checks"
+    label, trainer = 'learned', 'a training function'   # named in errors: 'MEND' and `train_mend` for MEND
+    def _setup(self, model:nn.Module, # the model to edit (only its shapes and fingerprint are read)
+               layers:list[int]|None, roles:tuple, # edited blocks (None: the last three) and matrices per block
+               **config): # the editor's own settings, kept in `config`
         self.targets = mend_targets(model, layers, roles)
-        self.shape_keys = [f"{t['shape'][0]}x{t['shape'][1]}" for t in self.targets]
-        self.modes = [self.shape_keys[:i].count(k) for i, k in enumerate(self.shape_keys)]
-        self.nets = nn.ModuleDict({k: EditorNet(t['shape'][1], t['shape'][0], self.shape_keys.count(k), hidden)
-                                   for k, t in zip(self.shape_keys, self.targets)})
-        self.lrs = nn.Parameter(torch.full((len(self.targets),), float(edit_lr)))
-        self.config = dict(layers=sorted({t['layer'] for t in self.targets}), roles=list(roles), hidden=hidden, edit_lr=edit_lr)
+        self.config = dict(layers=sorted({t['layer'] for t in self.targets}), roles=list(roles), **config)
         self.fingerprint = fingerprint(model); self.model_type = adapter(model).model_type
-        self.eval()
 
+    def _repr_parts(self)->list[str]: return []
     def __repr__(self):
         n = sum(p.numel() for p in self.parameters())
-        return (f"MendEditor({len(self.targets)} matrices in layers {self.config['layers']}, roles {self.config['roles']}, "
-                f"{len(self.nets)} shared nets, {n:,} parameters)")
+        parts = [f"{len(self.targets)} matrices in layers {self.config['layers']}", f"roles {self.config['roles']}", *self._repr_parts(), f"{n:,} parameters"]
+        return f"{type(self).__name__}({', '.join(parts)})"
 
     def check_model(self, model:nn.Module, strict:bool=True):
         "Refuse a model whose edited matrices differ from the ones this editor was trained on"
@@ -177,15 +169,36 @@ class MendEditor(nn.Module):
             want = (t['shape'][1], t['shape'][0]) if t['conv1d'] else t['shape']
             if p is None or tuple(p.shape) != tuple(want):
                 have = 'no such parameter' if p is None else f"shape {tuple(p.shape)}"
-                raise ValueError(f"this MEND editor was trained for {t['name']} of shape {tuple(want)} ({self.model_type}, layers "
-                                 f"{self.config['layers']}); the model has {have}. Train an editor for this model with `train_mend`.")
+                raise ValueError(f"this {self.label} editor was trained for {t['name']} of shape {tuple(want)} ({self.model_type}, layers "
+                                 f"{self.config['layers']}); the model has {have}. Train an editor for this model with `{self.trainer}`.")
         mine = fingerprint(model)
         if mine['arch'] != self.fingerprint['arch']:
-            raise ValueError(f"this MEND editor was trained on another architecture (fingerprint {self.fingerprint['arch']}, "
-                             f"model has {mine['arch']}). Train an editor for this model with `train_mend`.")
+            raise ValueError(f"this {self.label} editor was trained on another architecture (fingerprint {self.fingerprint['arch']}, "
+                             f"model has {mine['arch']}). Train an editor for this model with `{self.trainer}`.")
         if strict and mine['weights'] != self.fingerprint['weights']:
-            raise ValueError(f"this MEND editor was trained on a model with other weights (fingerprint {self.fingerprint['weights']} vs "
+            raise ValueError(f"this {self.label} editor was trained on a model with other weights (fingerprint {self.fingerprint['weights']} vs "
                              f"{mine['weights']}); its gradients differ. Pass strict=False if that is intended.")
+
+# %% ../nbs/45_mend.ipynb #4b42ee75
+class MendEditor(LearnedEditor):
+    "MEND editor: one `EditorNet` per weight shape, a learned step per edited matrix, and the model it was made for"
+    label, trainer = 'MEND', 'train_mend'
+    def __init__(self, model:nn.Module, # the model to edit (only its shapes and fingerprint are read)
+                 layers:list[int]|None=None, # blocks whose MLP matrices are edited (default: the last three)
+                 roles:tuple=('up', 'down'), # matrices per block
+                 hidden:int=128, # editor hidden width
+                 edit_lr:float=1e-4, # initial step α
+                ):
+        super().__init__()
+        self._setup(model, layers, roles, hidden=hidden, edit_lr=edit_lr)
+        self.shape_keys = [f"{t['shape'][0]}x{t['shape'][1]}" for t in self.targets]
+        self.modes = [self.shape_keys[:i].count(k) for i, k in enumerate(self.shape_keys)]
+        self.nets = nn.ModuleDict({k: EditorNet(t['shape'][1], t['shape'][0], self.shape_keys.count(k), hidden)
+                                   for k, t in zip(self.shape_keys, self.targets)})
+        self.lrs = nn.Parameter(torch.full((len(self.targets),), float(edit_lr)))
+        self.eval()
+
+    def _repr_parts(self)->list[str]: return [f"{len(self.nets)} shared nets"]
 
     def pseudo(self, grads:dict, # from `edit_grads`
               )->dict:
