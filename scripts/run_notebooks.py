@@ -43,7 +43,9 @@ def run(fn:Path):
     except Exception as e: raise RuntimeError(sh.prettytb(fname=fn)) from e
     for r, c in zip(raw.cells, nb.cells):
         if r.cell_type != 'code': continue
-        r['outputs'] = c.get('outputs', []) if not _skip(c) else []
+        outs = c.get('outputs', []) if not _skip(c) else []
+        # progress bars (stderr redrawn with carriage returns) are noise in a saved notebook
+        r['outputs'] = [o for o in outs if not (o.get('name') == 'stderr' and '\r' in ''.join(o.get('text', '')))]
         r['execution_count'] = None
         for o in r['outputs']:
             png = o.get('data', {}).get('image/png')
