@@ -17,8 +17,8 @@ from .hooks import forward, encode, check_context
 
 # %% auto #0
 __all__ = ['QA_TEMPLATE', 'encode_target', 'encode_prompt', 'check_records', 'subject_span', 'check_request', 'pad_batch',
-           'target_logprobs', 'edit_scores', 'token_scores', 'summarize', 'portability_scores', 'mc_scores', 'generate',
-           'ngram_entropy', 'fluency', 'perplexity']
+           'target_logprobs', 'edit_scores', 'token_scores', 'summarize', 'interval', 'paired_interval',
+           'interval_table', 'portability_scores', 'mc_scores', 'generate', 'ngram_entropy', 'fluency', 'perplexity']
 
 # %% ../nbs/04_evaluate.ipynb #c7052e13
 def encode_target(tok, target:str)->list[int]:
@@ -211,6 +211,53 @@ def summarize(df:pd.DataFrame, # per-record scores
         se = x.std(ddof=1)/math.sqrt(len(x)) if len(x) > 1 else np.nan
         out[c] = {'mean': x.mean(), 'ci95': 1.96*se, 'n': len(x)}
     return pd.DataFrame(out).T
+
+# %% ../nbs/04_evaluate.ipynb #684eee2c
+def interval(x, # per-item scores (one value per item: record, question, prompt)
+             groups=None, # a group label per item: whole groups are resampled (items of one subject are not independent)
+             level:float=0.95, # coverage of the interval
+             n_boot:int=2000, # bootstrap resamples
+             seed:int=0, # seed of the resampling (the interval is reproducible)
+            )->tuple[float, float, float]:
+    "The mean of `x` with its percentile bootstrap interval: `(mean, lo, hi)`"
+    x = np.asarray(x, dtype=float).ravel()
+    if x.size == 0: raise ValueError("interval of no items: pass at least one score")
+    if not np.isfinite(x).all(): raise ValueError(f"{int((~np.isfinite(x)).sum())} of {x.size} scores are NaN or Inf: drop or fix them first")
+    rng, a = np.random.default_rng(seed), (1 - level) / 2
+    if groups is None: m = x[rng.integers(0, x.size, (n_boot, x.size))].mean(1)
+    else:
+        g = pd.factorize(np.asarray(groups).ravel())[0]
+        if g.size != x.size: raise ValueError(f"{g.size} group labels for {x.size} scores: give one label per score")
+        s, c = np.bincount(g, weights=x), np.bincount(g).astype(float)
+        pick = rng.integers(0, len(s), (n_boot, len(s)))
+        m = s[pick].sum(1) / c[pick].sum(1)
+    return float(x.mean()), float(np.quantile(m, a)), float(np.quantile(m, 1 - a))
+
+def paired_interval(a, # per-item scores with the change (edit, intervention)
+                    b, # the same items' scores without it
+                    **kwargs, # `interval`'s settings
+                   )->tuple[float, float, float]:
+    "The mean paired difference `a - b` over the same items, with its bootstrap interval"
+    a, b = np.asarray(a, dtype=float).ravel(), np.asarray(b, dtype=float).ravel()
+    if a.shape != b.shape: raise ValueError(f"paired scores need the same items: {a.size} and {b.size} values")
+    return interval(a - b, **kwargs)
+
+def interval_table(df:pd.DataFrame, # per-item scores
+                   cols:list[str], # score columns
+                   by:str|list|None=None, # grouping columns (one row each), e.g. 'method'
+                   scale:float=100, # 100 shows fractions as points
+                   **kwargs, # `interval`'s settings
+                  )->pd.DataFrame:
+    "One row per `by` group: each column as `mean [lo, hi]` (scaled), with the item count"
+    parts = df.groupby(by, sort=False) if by is not None else [((), df)]
+    rows = []
+    for key, d in parts:
+        row = dict(zip([by] if isinstance(by, str) else (by or []), key if isinstance(key, tuple) else (key,)))
+        for c in cols:
+            m, lo, hi = (scale * v for v in interval(d[c].values, **kwargs))
+            row[c] = f"{m:.1f} [{lo:.1f}, {hi:.1f}]"
+        rows.append(dict(row, n=len(d)))
+    return pd.DataFrame(rows)
 
 # %% ../nbs/04_evaluate.ipynb #5c0fd527
 def portability_scores(model:nn.Module, tok, # model (with any artifacts applied) and tokenizer
