@@ -13,8 +13,8 @@ from safetensors.torch import save_file, load_file
 from .models import adapter, fingerprint, check_layer, is_conv1d
 from .hooks import hook_name
 from .artifacts import WeightDelta, LowRank
-from .evaluate import subject_span
-from .rome import layer_stats, context_prefixes, edit_contexts, compute_v, check_request, subject_acts, stats_corpus
+from .evaluate import check_requests
+from .rome import layer_stats, context_prefixes, edit_contexts, compute_v, subject_acts, stats_corpus
 from .registry import register, frac_layer
 
 # %% auto #0
@@ -53,7 +53,7 @@ def alphaedit(model:nn.Module, tok, # model and tokenizer
              )->WeightDelta:
     "Edit all `requests` at once with AlphaEdit: a low-rank `WeightDelta` per layer, in the null space of the preserved keys"
     ad = adapter(model)
-    if len(requests) == 0: raise ValueError("no edit requests")
+    requests = check_requests(tok, requests)   # each request valid, none contradicting another (MEMIT's check)
     layers = sorted({check_layer(ad, l) for l in layers})
     if not layers: raise ValueError("no layers to edit")
     missing = [l for l in layers if l not in proj]
@@ -61,7 +61,6 @@ def alphaedit(model:nn.Module, tok, # model and tokenizer
     for l in layers:
         if tuple(proj[l].shape) != (ad.d_mlp, ad.d_mlp): raise ValueError(f"projector of layer {l} has shape {tuple(proj[l].shape)}, need {(ad.d_mlp,)*2}")
     if l2 <= 0: raise ValueError(f"l2 must be > 0 (it keeps the system invertible), got {l2}")
-    for r in requests: check_request(r); subject_span(tok, r['prompt'], r['subject'])
     prev = prev or {}
     prefixes = context_prefixes(model, tok, lengths=((10, 5),)) if prefixes is None else prefixes
     ctx = lambda r: edit_contexts(r['prompt'], prefixes)

@@ -16,8 +16,8 @@ from .models import model_device
 from .hooks import forward, encode, check_context
 
 # %% auto #0
-__all__ = ['QA_TEMPLATE', 'encode_target', 'encode_prompt', 'check_records', 'subject_span', 'check_request', 'pad_batch',
-           'target_logprobs', 'edit_scores', 'token_scores', 'summarize', 'interval', 'paired_interval',
+__all__ = ['QA_TEMPLATE', 'encode_target', 'encode_prompt', 'check_records', 'subject_span', 'check_request', 'check_requests',
+           'pad_batch', 'target_logprobs', 'edit_scores', 'token_scores', 'summarize', 'interval', 'paired_interval',
            'interval_table', 'portability_scores', 'mc_scores', 'generate', 'ngram_entropy', 'fluency', 'perplexity']
 
 # %% ../nbs/04_evaluate.ipynb #c7052e13
@@ -90,6 +90,23 @@ def check_request(record:dict)->dict:
     if tt is not None and tn.strip() == str(tt).strip():
         raise ValueError(f"target_new {tn!r} equals target_true: there is nothing to edit")
     return record
+
+# %% ../nbs/04_evaluate.ipynb #11d0e98d
+def check_requests(tok, requests:list[dict], # edit requests written in one update (MEMIT, AlphaEdit)
+                  )->list[dict]:
+    "Check requests edited together: each one (`check_request`, its subject in its prompt), and no subject and relation given two targets"
+    requests = list(requests)
+    if len(requests) == 0: raise ValueError("no edit requests")
+    seen = {}
+    for i, r in enumerate(requests):
+        check_request(r); subject_span(tok, r['prompt'], r['subject'])
+        # one subject and relation cannot be given two answers in one update: a least-squares solve would average them
+        key = (r['subject'].strip(), r.get('relation_id') or r['prompt'].replace(r['subject'], '{}', 1).strip())
+        j = seen.setdefault(key, i)
+        if j != i and requests[j]['target_new'].strip() != r['target_new'].strip():
+            raise ValueError(f"requests {j} and {i} contradict: subject {key[0]!r} and relation {key[1]!r} with target_new "
+                             f"{requests[j]['target_new']!r} and {r['target_new']!r}; keep one of them")
+    return requests
 
 # %% ../nbs/04_evaluate.ipynb #8437a3a2
 def pad_batch(seqs:list[list[int]], pad_id:int, side:str):

@@ -15,8 +15,8 @@ from fastcore.meta import delegates
 from .models import adapter, fingerprint, check_layer, is_conv1d, model_device, param_value
 from .hooks import intervene, capture, forward, hook_name
 from .artifacts import WeightDelta, LowRank
-from .evaluate import encode_prompt, subject_span, pad_batch, edit_scores, perplexity
-from .rome import (layer_stats, context_prefixes, edit_contexts, compute_v, check_request, solve_psd, subject_acts,
+from .evaluate import encode_prompt, subject_span, pad_batch, edit_scores, perplexity, check_requests
+from .rome import (layer_stats, context_prefixes, edit_contexts, compute_v, solve_psd, subject_acts,
                           check_update)
 
 # %% auto #0
@@ -42,7 +42,7 @@ def memit(model:nn.Module, tok, # model and tokenizer
           requests:list[dict], # [{prompt, subject, target_new[, target_true]}], edited together
           layers:list[int], # edited blocks, e.g. range(3, 8)
           stats:dict|None=None, # {layer: C} from `layer_stats`; None = identity for every layer
-          lam:float=1e4, # weight of the key statistics (MEMIT's mom2_update_weight)
+          lam:float=1e3, # weight of the key statistics (MEMIT's mom2_update_weight; see the λ choice below)
           prefixes:list[str]|None=None, # context prefixes (default: 5 of 10 tokens, as in MEMIT's code)
           progress:bool=True, # tqdm bars
           targets:dict|None=None, # `.targets` of an earlier `memit` result on the same requests and last layer: skips step 1
@@ -51,18 +51,9 @@ def memit(model:nn.Module, tok, # model and tokenizer
          )->WeightDelta:
     "Edit all `requests` at once with MEMIT: a low-rank `WeightDelta` on each layer's down projection (model left unchanged)"
     ad = adapter(model)
-    if len(requests) == 0: raise ValueError("no edit requests")
+    requests = check_requests(tok, requests)   # each request valid, none contradicting another (one update cannot hold both)
     layers = sorted({check_layer(ad, l) for l in layers})
     if not layers: raise ValueError("no layers to edit")
-    seen = {}
-    for i, r in enumerate(requests):
-        check_request(r); subject_span(tok, r['prompt'], r['subject'])
-        # one subject and relation cannot be given two answers in one update: the least-squares solve would average them
-        key = (r['subject'].strip(), r.get('relation_id') or r['prompt'].replace(r['subject'], '{}', 1).strip())
-        j = seen.setdefault(key, i)
-        if j != i and requests[j]['target_new'].strip() != r['target_new'].strip():
-            raise ValueError(f"requests {j} and {i} contradict: subject {key[0]!r} and relation {key[1]!r} with target_new "
-                             f"{requests[j]['target_new']!r} and {r['target_new']!r}; keep one of them")
     stats = stats or {}
     for l, C in stats.items():
         if tuple(C.shape) != (ad.d_mlp, ad.d_mlp): raise ValueError(f"stats for layer {l} have shape {tuple(C.shape)}, need {(ad.d_mlp, ad.d_mlp)}")

@@ -53,6 +53,7 @@ def test_failure_between_layers_restores_weights(monkeypatch):
     ([dict(REQS[0], subject='moon')], [0], 'does not occur'),
     ([dict(REQS[0], target_new='there')], [0], 'equals target_true'),
     (REQS, [0, 1], r'no projector for the edited layer\(s\) \[1\]'),
+    (REQS + [dict(REQS[0], target_new='green')], [0], "requests 0 and 2 contradict: subject 'big world'"),   # one subject and relation, two targets
 ])
 def test_bad_inputs(reqs, layers, err):
     m, tok = tiny_model('llama', n_layers=3)

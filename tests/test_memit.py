@@ -92,3 +92,9 @@ def test_signature_shows_compute_v_settings():
         assert sig[k].default == cv[k].default, k
     assert sig['clamp_norm'].default == 0.75 != cv['clamp_norm'].default
     assert 'hook' not in sig and not any(p.kind == p.VAR_KEYWORD for p in sig.values())
+
+def test_default_lambda_agrees_with_registry():
+    "The function's default λ is the registry's (one value, chosen in 33_memit)"
+    import inspect
+    from editlab.registry import get_method
+    assert inspect.signature(M.memit).parameters['lam'].default == get_method('MEMIT').defaults['lam']
