@@ -14,7 +14,7 @@ from .models import adapter, fingerprint, cache_dir
 from .hooks import forward
 from .artifacts import WeightDelta
 from .evaluate import pad_batch
-from .mend import (mend_targets, edit_grads, check_edit_batch, low_rank_hooks, plot_mend_curve, LearnedEditor, train_editor_loop, save_editor_net, load_editor_net, factors_delta,
+from .mend import (mend_targets, edit_grads, check_edit_batch, low_rank_hooks, plot_mend_curve, LearnedEditor, learned_edit, train_editor_loop, trained_editor, save_editor_net, load_editor_net, factors_delta,
                           edit_seqs, target_nll, masked_kl, first_text, loc_seq, answer_mask, cache_key)
 
 # %% auto #0
@@ -60,8 +60,7 @@ class KnowledgeEditor(LearnedEditor):
     "KE hyper-network: a condition MLP on the edit's pooled hidden states and one `KEHead` per edited matrix"
     label, trainer = 'KE', 'train_ke'
     def __init__(self, model:nn.Module, # the model to edit (only its shapes and fingerprint are read)
-                 layers:list[int]|None=None, # blocks whose MLP matrices are edited (default: the last three)
-                 roles:tuple=('up', 'down'), # matrices per block
+                 layers:list[int]|None=None, roles:tuple=('up', 'down'), # edited blocks (default: the last three), MLP matrices per block
                  cond_dim:int=256, # condition width
                  hidden:int=128, # head hidden width
                  edit_lr:float=1e-2, # unit λ₀ of the gradient gate's column vector γ (the start is a step of λ₀/4)
@@ -73,6 +72,10 @@ class KnowledgeEditor(LearnedEditor):
         self.cond = nn.Sequential(nn.LayerNorm(2 * d), nn.Linear(2 * d, cond_dim), nn.Tanh())
         self.heads = nn.ModuleList([KEHead(t['shape'][1], t['shape'][0], cond_dim, hidden) for t in self.targets])
         self.eval()
+
+    @classmethod
+    def from_config(cls, model:nn.Module, c:dict):
+        return cls(model, c['layers'], tuple(c['roles']), c['cond_dim'], c['hidden'], c['edit_lr'], c['shift_scale'])
 
     def factors(self, grads:dict, # from `edit_pass`
                 pooled:torch.Tensor, # [n, 2·d_model] from `edit_pass`
@@ -92,38 +95,28 @@ class KnowledgeEditor(LearnedEditor):
             out[t['name']] = (D, U)
         return out
 
+    def edit_factors(self, model:nn.Module, tok, records:list[dict])->tuple[dict, torch.Tensor]:
+        "(factors, per-edit loss [n]) for `learned_edit`: `edit_pass`, then the hyper-network"
+        grads, loss, _, pooled, counts = edit_pass(model, tok, records, self.targets)
+        return self.factors(grads, pooled, counts), loss
+
 def _ke_msg(e:Exception)->str:
     "MEND's shared checks, worded for KE"
     msg = e.args[0] if e.args else str(e)
     return msg.replace('MEND editor', 'KE editor').replace('train_mend', 'train_ke').replace("MEND's", "KE's")
 
 # %% ../nbs/46_ke.ipynb #7ae77974
-KnowledgeEditor.save = lambda self, path: save_editor_net(self, path, 'KnowledgeEditor')
-
-def load_ke(path:str|Path, # a file written by `KnowledgeEditor.save`
-            model:nn.Module, # the model to edit
-            strict:bool=True, # also require the same weights (not only the same architecture)
+def load_ke(path:str|Path, model:nn.Module, strict:bool=True, # a file written by `KnowledgeEditor.save`; the model; require its weights
            )->KnowledgeEditor:
     "Load a trained KE editor for `model`, checking it fits"
-    build = lambda m, c: KnowledgeEditor(m, c['layers'], tuple(c['roles']), c['cond_dim'], c['hidden'], c['edit_lr'], c['shift_scale'])
-    return load_editor_net(path, model, KnowledgeEditor, 'KnowledgeEditor', 'KE', build, strict)
+    return KnowledgeEditor.load(path, model, strict)
 
 # %% ../nbs/46_ke.ipynb #6c97ff91
-def ke_edit(model:nn.Module, tok, # model (left unchanged) and tokenizer
-            records:list[dict]|dict, # edit request(s) {prompt, target_new[, target_true]}; a list is edited in one batch
-            editor:KnowledgeEditor, # a trained editor for this model
-            strict:bool=True, # require the weights the editor was trained on
+def ke_edit(model:nn.Module, tok, records:list[dict]|dict, # model (left unchanged), tokenizer, edit request(s) (a list: one batch)
+            editor:KnowledgeEditor, strict:bool=True, # a trained editor; require the weights it was trained on
            )->WeightDelta:
-    "Edit with KE: one forward/backward plus the hyper-network -> a low-rank `WeightDelta` on each edited matrix"
-    records = [records] if isinstance(records, dict) else list(records)
-    check_edit_batch(records); editor.check_model(model, strict)
-    t0 = time.perf_counter()
-    grads, loss, _, pooled, counts = edit_pass(model, tok, records, editor.targets)
-    with torch.no_grad(): fac = editor.factors(grads, pooled, counts)
-    meta = dict(method='KE', n_edits=len(records), layers=editor.config['layers'], roles=editor.config['roles'],
-                fingerprint=fingerprint(model), loss_before=loss.tolist(), seconds=time.perf_counter() - t0,
-                requests=[{k: r.get(k) for k in ('prompt', 'subject', 'target_new', 'target_true')} for r in records])
-    return factors_delta(editor.targets, fac, meta)
+    "Edit with KE: one forward/backward plus the hyper-network -> a low-rank `WeightDelta` on each edited matrix (`learned_edit`)"
+    return learned_edit(model, tok, records, editor, strict)
 
 # %% ../nbs/46_ke.ipynb #ff4559ee
 def _check_training(records):
@@ -162,8 +155,7 @@ def train_ke(model:nn.Module, tok, # frozen model and tokenizer
              records:list[dict], # training records {prompt, target_new, paraphrases, neighborhood[, neighborhood_true]}
              steps:int=800, # optimizer steps
              batch_size:int=1, # edits per step (edited together)
-             layers:list[int]|None=None, # edited blocks (default: the last three)
-             roles:tuple=('up', 'down'), # MLP matrices per block
+             layers:list[int]|None=None, roles:tuple=('up', 'down'), # edited blocks (default: the last three), MLP matrices per block
              cond_dim:int=256, hidden:int=128, # condition and head widths
              edit_lr:float=1e-2, # unit λ₀ of the gradient gate (the start is a plain step of λ₀/4)
              shift_scale:float=1e-3, # unit of the shift
@@ -180,23 +172,18 @@ def train_ke(model:nn.Module, tok, # frozen model and tokenizer
     if steps < 1 or batch_size < 1: raise ValueError("steps and batch_size must be >= 1")
     settings = dict(method='KE', steps=steps, batch_size=batch_size, layers=layers, roles=list(roles), cond_dim=cond_dim, hidden=hidden,
                     edit_lr=edit_lr, shift_scale=shift_scale, lr=lr, margin=margin, lam_init=lam_init, lam_lr=lam_lr, seed=seed)
-    path = cache_dir('ke') / f"{cache_key(model, records, settings)}.safetensors"
-    if cache and path.exists():
-        ed = load_ke(path, model)
-        return ed, pd.DataFrame(ed.meta.get('curve', []))
-    torch.manual_seed(seed); rng = np.random.default_rng(seed)
-    ed = KnowledgeEditor(model, layers, roles, cond_dim, hidden, edit_lr, shift_scale)
-    opt = torch.optim.Adam(ed.parameters(), lr=lr)
-    lam = float(lam_init)
-    def after(parts):                     # gradient ascent on λ: ∂L/∂λ = KL - m; the curve keeps the λ the step used
-        nonlocal lam
-        used, lam = lam, max(0.0, lam + lam_lr * (parts['loc_kl'] - margin))
-        return dict(lam=used)
-    curve = train_editor_loop(model, ed, records, opt, lambda batch: ke_step(model, tok, ed, batch, lam, margin),
-                              steps, batch_size, rng, 'KE training', progress, after)
-    ed.meta = dict(settings=settings, n_records=len(records), curve=curve.to_dict('records'))
-    if cache: ed.save(path)
-    return ed, curve
+    def train():
+        torch.manual_seed(seed); rng = np.random.default_rng(seed)
+        ed = KnowledgeEditor(model, layers, roles, cond_dim, hidden, edit_lr, shift_scale)
+        opt = torch.optim.Adam(ed.parameters(), lr=lr)
+        lam = float(lam_init)
+        def after(parts):                     # gradient ascent on λ: ∂L/∂λ = KL - m; the curve keeps the λ the step used
+            nonlocal lam
+            used, lam = lam, max(0.0, lam + lam_lr * (parts['loc_kl'] - margin))
+            return dict(lam=used)
+        return ed, train_editor_loop(model, ed, records, opt, lambda batch: ke_step(model, tok, ed, batch, lam, margin),
+                                     steps, batch_size, rng, 'KE training', progress, after)
+    return trained_editor(KnowledgeEditor, model, records, settings, cache, train)
 
 # %% ../nbs/46_ke.ipynb #59fe2f53
 from .registry import register, default_file

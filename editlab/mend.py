@@ -21,9 +21,9 @@ from .evaluate import encode_prompt, encode_target, pad_batch
 
 # %% auto #0
 __all__ = ['mend_targets', 'edit_seqs', 'target_nll', 'edit_grads', 'EditorNet', 'LearnedEditor', 'MendEditor', 'save_editor_net',
-           'load_editor_net', 'load_editor', 'check_edit_batch', 'factors_delta', 'mend_edit', 'low_rank_hooks',
-           'masked_kl', 'first_text', 'loc_seq', 'answer_mask', 'mend_step', 'cache_key', 'train_editor_loop',
-           'train_mend', 'mend_editor', 'plot_mend_curve']
+           'load_editor_net', 'load_editor', 'check_edit_batch', 'factors_delta', 'learned_edit', 'mend_edit',
+           'low_rank_hooks', 'masked_kl', 'first_text', 'loc_seq', 'answer_mask', 'mend_step', 'cache_key',
+           'train_editor_loop', 'trained_editor', 'train_mend', 'mend_editor', 'plot_mend_curve']
 
 # %% ../nbs/45_mend.ipynb #75a067de
 def mend_targets(model:nn.Module, # any supported model
@@ -155,6 +155,15 @@ class LearnedEditor(nn.Module):
         self.config = dict(layers=sorted({t['layer'] for t in self.targets}), roles=list(roles), **config)
         self.fingerprint = fingerprint(model); self.model_type = adapter(model).model_type
 
+    def save(self, path:str|Path)->Path:
+        "Safetensors with the config, targets and fingerprint as JSON metadata (`save_editor_net`; no pickle)"
+        return save_editor_net(self, path, type(self).__name__)
+
+    @classmethod
+    def load(cls, path:str|Path, model:nn.Module, strict:bool=True): # a file written by `save`; the model to edit; also require its weights
+        "Rebuild a saved editor of this class for `model` (`load_editor_net`), refusing a model it does not fit"
+        return load_editor_net(path, model, cls, cls.__name__, cls.label, cls.from_config, strict)
+
     def _repr_parts(self)->list[str]: return []
     def __repr__(self):
         n = sum(p.numel() for p in self.parameters())
@@ -198,6 +207,8 @@ class MendEditor(LearnedEditor):
         self.lrs = nn.Parameter(torch.full((len(self.targets),), float(edit_lr)))
         self.eval()
 
+    @classmethod
+    def from_config(cls, model:nn.Module, c:dict): return cls(model, c['layers'], tuple(c['roles']), c['hidden'], c['edit_lr'])
     def _repr_parts(self)->list[str]: return [f"{len(self.nets)} shared nets"]
 
     def pseudo(self, grads:dict, # from `edit_grads`
@@ -209,6 +220,11 @@ class MendEditor(LearnedEditor):
             ut, dt = self.nets[k](u, d, self.modes[i])
             out[t['name']] = (-self.lrs[i] * dt, ut)
         return out
+
+    def edit_factors(self, model:nn.Module, tok, records:list[dict])->tuple[dict, torch.Tensor]:
+        "(factors for `factors_delta`, per-edit loss [n]): what `learned_edit` asks of each learned editor"
+        grads, loss, _ = edit_grads(model, tok, records, self.targets)
+        return self.pseudo(grads), loss
 
 # %% ../nbs/45_mend.ipynb #ad21d5ee
 def save_editor_net(net:nn.Module, # an editor network with `config`, `targets`, `fingerprint`, `model_type` (and `meta`)
@@ -241,15 +257,10 @@ def load_editor_net(path:str|Path, model:nn.Module, # a file written by `save_ed
     fresh.load_state_dict(sd); fresh.fingerprint = ed.fingerprint; fresh.meta = ed.meta
     return fresh.eval()
 
-MendEditor.save = lambda self, path: save_editor_net(self, path, 'MendEditor')
-
-def load_editor(path:str|Path, # a file written by `MendEditor.save`
-                model:nn.Module, # the model to edit
-                strict:bool=True, # also require the same weights (not only the same architecture)
+def load_editor(path:str|Path, model:nn.Module, strict:bool=True, # a file written by `MendEditor.save`; the model; require its weights
                )->MendEditor:
     "Load a trained MEND editor for `model`, checking it fits"
-    return load_editor_net(path, model, MendEditor, 'MendEditor', 'MEND',
-                           lambda m, c: MendEditor(m, c['layers'], tuple(c['roles']), c['hidden'], c['edit_lr']), strict)
+    return MendEditor.load(path, model, strict)
 
 # %% ../nbs/45_mend.ipynb #217df3fa
 def check_edit_batch(records:list[dict], # edit requests
@@ -292,24 +303,29 @@ def factors_delta(targets:list[dict], # from `mend_targets`
         out[t['name']] = LowRank(U.T.contiguous(), D.contiguous()) if t['conv1d'] else LowRank(D.T.contiguous(), U.contiguous())
     return WeightDelta(out, meta)
 
-def mend_edit(model:nn.Module, tok, # model (left unchanged) and tokenizer
-              records:list[dict]|dict, # edit request(s) {prompt, target_new[, target_true]}; a list is edited in one batch
-              editor:MendEditor, # a trained editor for this model
-              strict:bool=True, # require the weights the editor was trained on
-             )->WeightDelta:
-    "Edit with MEND: one forward/backward plus the editor networks -> a low-rank `WeightDelta` on each edited matrix"
+def learned_edit(model:nn.Module, tok, # model (left unchanged) and tokenizer
+                 records:list[dict]|dict, # edit request(s) {prompt, target_new[, target_true]}; a list is edited in one batch
+                 editor:LearnedEditor, # a trained learned editor (MEND, KE) for this model
+                 strict:bool=True, # require the weights the editor was trained on
+                )->WeightDelta:
+    "The edit of every learned editor: check the batch and the model, `editor.edit_factors` in eval mode -> a low-rank `WeightDelta`"
     records = [records] if isinstance(records, dict) else list(records)
     check_edit_batch(records); editor.check_model(model, strict)
     t0 = time.perf_counter()
-    grads, loss, _ = edit_grads(model, tok, records, editor.targets)
     was = editor.training; editor.eval()
     try:
-        with torch.no_grad(): ps = editor.pseudo(grads)
+        with torch.no_grad(): fac, loss = editor.edit_factors(model, tok, records)
     finally: editor.train(was)
-    meta = dict(method='MEND', n_edits=len(records), layers=editor.config['layers'], roles=editor.config['roles'],
+    meta = dict(method=editor.label, n_edits=len(records), layers=editor.config['layers'], roles=editor.config['roles'],
                 fingerprint=fingerprint(model), loss_before=loss.tolist(), seconds=time.perf_counter() - t0,
                 requests=[{k: r.get(k) for k in ('prompt', 'subject', 'target_new', 'target_true')} for r in records])
-    return factors_delta(editor.targets, ps, meta)
+    return factors_delta(editor.targets, fac, meta)
+
+def mend_edit(model:nn.Module, tok, records:list[dict]|dict, # model (left unchanged), tokenizer, edit request(s) (a list: one batch)
+              editor:MendEditor, strict:bool=True, # a trained editor; require the weights it was trained on
+             )->WeightDelta:
+    "Edit with MEND: one forward/backward plus the editor networks -> a low-rank `WeightDelta` on each edited matrix"
+    return learned_edit(model, tok, records, editor, strict)
 
 # %% ../nbs/45_mend.ipynb #0d0642f8
 @contextlib.contextmanager
@@ -414,6 +430,21 @@ def train_editor_loop(model:nn.Module, # the frozen model (its weights never cha
         model.train(was); ed.eval()
     return pd.DataFrame(rows)
 
+def trained_editor(cls:type, model:nn.Module, # a `LearnedEditor` class; the frozen model
+                   records:list[dict], settings:dict, # training records and settings (the cache key)
+                   cache:bool, # reuse / write the editor in the cache folder (`cache_dir(cls.label.lower())`)
+                   train, # () -> (editor, curve): the training run, called when nothing is cached
+                  )->tuple[LearnedEditor, pd.DataFrame]:
+    "The editor trained on `records` with `settings`, from the cache when it was trained before; else trained, its curve kept in `meta`, saved"
+    path = cache_dir(cls.label.lower()) / f"{cache_key(model, records, settings)}.safetensors"
+    if cache and path.exists():
+        ed = cls.load(path, model)
+        return ed, pd.DataFrame(ed.meta.get('curve', []))
+    ed, curve = train()
+    ed.meta = dict(settings=settings, n_records=len(records), curve=curve.to_dict('records'))
+    if cache: ed.save(path)
+    return ed, curve
+
 def train_mend(model:nn.Module, tok, # frozen model and tokenizer
                records:list[dict], # training records {prompt, target_new, paraphrases, neighborhood[, neighborhood_true]}
                steps:int=1000, # optimizer steps
@@ -434,20 +465,15 @@ def train_mend(model:nn.Module, tok, # frozen model and tokenizer
     if steps < 1 or batch_size < 1: raise ValueError("steps and batch_size must be >= 1")
     settings = dict(steps=steps, batch_size=batch_size, layers=layers, roles=list(roles), hidden=hidden, edit_lr=edit_lr,
                     lr=lr, lr_lr=lr_lr, c_edit=c_edit, c_loc=c_loc, seed=seed, loc='answer')   # loc: the KL's positions
-    path = cache_dir('mend') / f"{cache_key(model, records, settings)}.safetensors"
-    if cache and path.exists():
-        ed = load_editor(path, model)
-        return ed, pd.DataFrame(ed.meta.get('curve', []))
-    torch.manual_seed(seed); rng = np.random.default_rng(seed)
-    ed = MendEditor(model, layers, roles, hidden, edit_lr)
-    nets = [p for n, p in ed.named_parameters() if n != 'lrs']
-    opt = torch.optim.Adam([dict(params=nets, lr=lr), dict(params=[ed.lrs], lr=lr_lr)])
-    step_fn = lambda batch: mend_step(model, tok, ed, batch, c_edit, c_loc)
-    after = lambda parts: dict(alpha=float(ed.lrs.detach().abs().mean()))
-    curve = train_editor_loop(model, ed, records, opt, step_fn, steps, batch_size, rng, 'MEND training', progress, after)
-    ed.meta = dict(settings=settings, n_records=len(records), curve=curve.to_dict('records'))
-    if cache: ed.save(path)
-    return ed, curve
+    def train():
+        torch.manual_seed(seed); rng = np.random.default_rng(seed)
+        ed = MendEditor(model, layers, roles, hidden, edit_lr)
+        nets = [p for n, p in ed.named_parameters() if n != 'lrs']
+        opt = torch.optim.Adam([dict(params=nets, lr=lr), dict(params=[ed.lrs], lr=lr_lr)])
+        step_fn = lambda batch: mend_step(model, tok, ed, batch, c_edit, c_loc)
+        after = lambda parts: dict(alpha=float(ed.lrs.detach().abs().mean()))
+        return ed, train_editor_loop(model, ed, records, opt, step_fn, steps, batch_size, rng, 'MEND training', progress, after)
+    return trained_editor(MendEditor, model, records, settings, cache, train)
 
 # %% ../nbs/45_mend.ipynb #a41d2e6c
 from .registry import register, get_method, default_file
