@@ -4,7 +4,7 @@
 
 # %% ../nbs/50_instruction_vectors.ipynb #d74116ba
 from __future__ import annotations
-import random
+import random, warnings
 import pandas as pd
 import torch
 from torch import nn
@@ -14,11 +14,13 @@ from .hooks import intervene, hook_name, forward, encode, get_activations, posit
 from .artifacts import Intervention
 from .evaluate import encode_target, encode_prompt, QA_TEMPLATE
 from .lofit import top_heads
+from .data import split
 
 # %% auto #0
 __all__ = ['DEMO_TEMPLATE', 'QUERY_TEMPLATE', 'icl_prompt', 'icl_pairs', 'answer_probs', 'mean_head_acts', 'head_patch_fns',
-           'patched_probs', 'all_heads', 'keep_correct', 'head_aie', 'top_aie_heads', 'plot_aie', 'head_outputs',
-           'instruction_vector', 'iv_intervention', 'function_vector', 'iv_layer_sweep']
+           'patched_probs', 'all_heads', 'keep_correct', 'correct_pairs', 'head_aie', 'top_aie_heads', 'plot_aie',
+           'head_outputs', 'instruction_vector', 'position_note', 'InstructionVector', 'iv_intervention',
+           'function_vector', 'iv_layer_sweep', 'task_splits', 'iv_heldout']
 
 # %% ../nbs/50_instruction_vectors.ipynb #bba502e5
 DEMO_TEMPLATE = "Q: {input}\nA: {output}\n\n"
@@ -160,6 +162,29 @@ def keep_correct(model:nn.Module, tok, pairs:pd.DataFrame, # `icl_pairs` rows
     ok = answer_probs(model, tok, list(pairs.clean), list(pairs.answer), batch_size).top1.values
     return pairs[ok].reset_index(drop=True)
 
+def correct_pairs(model:nn.Module, tok, # model and tokenizer
+                  items:list[dict], # the task's {input, output} records: demonstrations and queries are drawn from these
+                  n_min:int=20, # stop once this many clean prompts are answered correctly
+                  n_demos:int=10, # demonstrations per prompt
+                  max_tries:int=400, # at most this many queries are tried
+                  chunk:int=48, # queries drawn (and scored) at a time
+                  seed:int=0, batch_size:int=16)->pd.DataFrame:
+    "`icl_pairs` rows the model answers correctly, drawn in chunks of shuffled queries until `n_min` are found; warns when fewer"
+    order = list(range(len(items))); random.Random(seed).shuffle(order)
+    order = order[:max_tries]
+    kept, tried = [], 0
+    for s in range(0, len(order), chunk):
+        qs = [items[i] for i in order[s:s+chunk]]
+        kept.append(keep_correct(model, tok, icl_pairs(items, qs, n_demos, seed=seed+s), batch_size)); tried += len(qs)
+        if sum(map(len, kept)) >= n_min: break
+    out = pd.concat(kept, ignore_index=True)
+    out.attrs['n_tried'] = tried
+    if len(out) < n_min:
+        warnings.warn(f"only {len(out)} of {tried} prompts answered correctly with {n_demos} demonstrations (wanted {n_min}): the "
+                      f"model barely does this task in context. Fix: more items (max_tries), more demonstrations, or treat "
+                      f"the vector's effect on this task as unmeasurable", stacklevel=2)
+    return out
+
 def _check_mean(model, mean_z):
     ad = adapter(model)
     if tuple(mean_z.shape) != (ad.n_layers, ad.n_heads, ad.head_dim):
@@ -170,9 +195,15 @@ def head_aie(model:nn.Module, tok, # model and tokenizer
              pairs:pd.DataFrame, # `icl_pairs` rows (corrupt, answer), ideally after `keep_correct`
              mean_z:torch.Tensor, # [n_layers, n_heads, d_head] from `mean_head_acts`
              batch_size:int=64, # heads per forward
-             progress:bool=False)->pd.DataFrame:
+             progress:bool=False,
+             min_prompts:int=20, # fewer prompts than this: a warning (the ranking of heads is then noise-dominated)
+            )->pd.DataFrame:
     "AIE of every head: DataFrame (layer, head, aie, sem), layer by layer"
     if len(pairs) == 0: raise ValueError("no prompts: AIE needs at least one corrupted prompt (did `keep_correct` drop them all?)")
+    if len(pairs) < min_prompts:
+        warnings.warn(f"indirect effects from only {len(pairs)} prompts (fewer than {min_prompts}): the head ranking rests on too few "
+                      f"answers. Fix: draw more queries with `correct_pairs(..., n_min={min_prompts})` (it samples until enough "
+                      f"clean prompts are answered correctly), or use more demonstrations (n_demos=10, as Todd et al.)", stacklevel=2)
     _check_mean(model, mean_z)
     heads = all_heads(model)
     vals = torch.cat([torch.zeros(1, mean_z.shape[-1]), torch.stack([mean_z[L, h] for L, h in heads])])
@@ -223,17 +254,40 @@ def instruction_vector(model:nn.Module, # any supported model
     if len(heads) == 0: raise ValueError("no heads: the vector sums at least one head (k >= 1)")
     return head_outputs(model, mean_z, heads).sum(0)
 
+def position_note(positions)->str:
+    "In words: which tokens a position rule steers, in a scoring forward and in generation with a KV cache"
+    if positions == 'last': return ("the last token of every forward: the last prompt token when a prompt is scored, and every "
+                                    "generated token as well when generating (each cached step is a one-token forward)")
+    if positions == 'all': return "every token of every forward: the whole prompt and every generated token"
+    if isinstance(positions, int) and not isinstance(positions, bool):
+        return f"every token at absolute position {positions} or later, generated tokens included"
+    if isinstance(positions, (list, tuple)): return f"only the tokens at absolute positions {list(positions)}, never a generated token beyond them"
+    return f"the tokens the rule {positions!r} selects (see `editlab.hooks.position_mask`)"
+
+class InstructionVector(Intervention):
+    "An `Intervention` of one added vector whose repr says where it fires (the rule is also in `meta['positions']`)"
+    def _scaled(self, c): r = super()._scaled(c); return InstructionVector(r.terms, r.meta)
+    def __repr__(self):
+        t = self.terms[0] if len(self.terms) == 1 else None
+        if t is None: return super().__repr__()
+        return (f"InstructionVector(at {t.hook}, |v|={t.vec.norm():.3g}, positions={t.positions!r}: "
+                f"{self.meta.get('fires', position_note(t.positions))})")
+
 def iv_intervention(model:nn.Module, # the model the vector was made on
                     vec:torch.Tensor, # [d_model]
                     layer:int, # where it is added
                     kind:str='hook_resid_post', # 'hook_resid_post' (output of `layer`) or 'hook_resid_pre' (its input)
                     alpha:float=1.0, # scale
+                    positions='last', # position rule: 'last' steers the last token of every forward (every generated token too); [p] only absolute position p
                    )->Intervention:
-    "The vector added to the residual stream at `layer`, at the last token, as an `Intervention`"
+    "The vector added to the residual stream at `layer` as an `Intervention` whose meta and repr state the position rule"
     if kind not in ('hook_resid_post', 'hook_resid_pre'): raise ValueError(f"kind must be 'hook_resid_post' or 'hook_resid_pre', got {kind!r}")
     L = check_layer(adapter(model), layer)
-    return Intervention.from_vectors({hook_name(L, kind): vec}, positions='last', alpha=alpha,
-                                     meta=dict(method='instruction_vector', layer=L, fingerprint=fingerprint(model)))
+    iv = Intervention.from_vectors({hook_name(L, kind): vec}, positions=positions, alpha=alpha,
+                                   meta=dict(method='instruction_vector', layer=L, positions=positions, fires=position_note(positions),
+                                             fingerprint=fingerprint(model)))
+    return InstructionVector(iv.terms, iv.meta)
+
 
 # %% ../nbs/50_instruction_vectors.ipynb #62b15e53
 from .registry import register
@@ -245,13 +299,14 @@ def function_vector(model:nn.Module, # the model the heads were found in
                     layer:int, # where the vector is added
                     kind:str='hook_resid_post', # 'hook_resid_post' or 'hook_resid_pre'
                     alpha:float=1.0, # scale
+                    positions='last', # position rule (see `iv_intervention`); the artifact's meta['fires'] says it in words
                    )->Intervention:
     "the sum of the top heads' mean outputs, added at one layer's last token"
-    return iv_intervention(model, instruction_vector(model, mean_z, heads), layer, kind, alpha)
+    return iv_intervention(model, instruction_vector(model, mean_z, heads), layer, kind, alpha, positions)
 
 register('instruction vector', 'steering', 'Intervention',
          'Jiang et al. 2024, Interpretable Catastrophic Forgetting of Large Language Model Fine-tuning via Instruction Vector (arXiv:2406.12227)',
-         doc="the function-vector construction on instruction prompts, tracked through fine-tuning (51_iv_forgetting)")(function_vector)
+         doc="the function-vector construction on instruction prompts, tracked through fine-tuning (51_iv_training, studies/iv_forgetting)")(function_vector)
 
 # %% ../nbs/50_instruction_vectors.ipynb #06f8312b
 def iv_layer_sweep(model:nn.Module, tok, # model and tokenizer
@@ -273,3 +328,59 @@ def iv_layer_sweep(model:nn.Module, tok, # model and tokenizer
         with iv_intervention(model, vec, L, kind, alpha).apply(model): s = answer_probs(model, tok, P, A)
         rows.append(dict(layer=L, acc=s.top1.mean(), p=s.p.mean(), acc_base=base.top1.mean(), p_base=base.p.mean()))
     return pd.DataFrame(rows)
+
+# %% ../nbs/50_instruction_vectors.ipynb #644ea9ee
+def task_splits(items:list[dict], # a task's {input, output} records
+                n_test:int=150, # at most this many test items (and at most 40% of the task)
+                n_dev:int=40, # at most this many dev items (and at most 20% of the rest)
+                seed:int=0)->tuple[list, list, list]:
+    "(build, dev, test), grouped so that repeats of an input and reversed pairs never straddle two parts"
+    items = list({(d['input'], d['output']): d for d in items}.values())
+    if len(items) < 10: raise ValueError(f"a task of {len(items)} distinct items is too small to split into build, dev and test")
+    parent = list(range(len(items)))
+    def find(i):
+        while parent[i] != i: parent[i] = parent[parent[i]]; i = parent[i]
+        return i
+    first = {}
+    for i, d in enumerate(items): parent[find(i)] = find(first.setdefault(d['input'].strip().lower(), i))
+    for i, d in enumerate(items):
+        j = first.get(d['output'].strip().lower())
+        if j is not None: parent[find(i)] = find(j)
+    g = [find(i) for i in range(len(items))]
+    rest, test = split(list(range(len(items))), min(0.4, n_test/len(items)), seed, groups=g)
+    build, dev = split(rest, min(0.2, n_dev/len(rest)), seed, groups=[g[i] for i in rest])
+    return [items[i] for i in build], [items[i] for i in dev[:n_dev]], [items[i] for i in test[:n_test]]
+
+def iv_heldout(model:nn.Module, tok, # any supported model and its tokenizer
+               items:list[dict], # one task's {input, output} records, e.g. `load_icl_task('antonym')`
+               n_demos:int=10, # demonstrations in the build prompts (Todd et al. use 10)
+               n_min:int=20, # correct build prompts wanted (`correct_pairs` warns below it)
+               n_aie:int=24, # of which at most this many enter the AIE (all enter the mean activations)
+               ks=(10, 20), # numbers of heads tried on the dev split
+               layers=None, # layers tried on the dev split (default all)
+               shots:int=5, # demonstrations of the few-shot reference rows
+               n_test:int=150, n_dev:int=40, seed:int=0, progress:bool=False)->dict:
+    "Build the vector on one part of a task, choose k and L on another, score the rest: per-item rows and what was chosen"
+    build, dev, test = task_splits(items, n_test, n_dev, seed)
+    pairs = correct_pairs(model, tok, build, n_min, n_demos, seed=seed)
+    if len(pairs) == 0: raise ValueError(f"no build prompt answered correctly with {n_demos} demonstrations: no vector can be built for this task")
+    mz = mean_head_acts(model, tok, list(pairs.clean))
+    aie = head_aie(model, tok, pairs.iloc[:n_aie], mz, batch_size=90, progress=progress, min_prompts=n_min)
+    sweep = pd.concat([iv_layer_sweep(model, tok, instruction_vector(model, mz, top_aie_heads(aie, k)), dev, layers).assign(k=k)
+                       for k in ks], ignore_index=True)
+    best = sweep.sort_values(['acc', 'p', 'k', 'layer'], ascending=[False, False, True, True], kind='stable').iloc[0]
+    k, L = int(best.k), int(best.layer)
+    iv = iv_intervention(model, instruction_vector(model, mz, top_aie_heads(aie, k)), L)
+    P, A = [QUERY_TEMPLATE.format(input=it['input']) for it in test], [it['output'] for it in test]
+    base = answer_probs(model, tok, P, A)
+    with iv.apply(model): ivs = answer_probs(model, tok, P, A)
+    fs = icl_pairs(build, test, shots, seed=seed)
+    clean, shuf = answer_probs(model, tok, list(fs.clean), A), answer_probs(model, tok, list(fs.corrupt), A)
+    dfs = icl_pairs(build, dev, shots, seed=seed)
+    rows = pd.DataFrame(dict(input=[it['input'] for it in test], answer=A, zero_shot=base.top1.astype(int), iv=ivs.top1.astype(int),
+                             few_shot=clean.top1.astype(int), shuffled=shuf.top1.astype(int), p_zero_shot=base.p, p_iv=ivs.p))
+    info = dict(n_items=len(build)+len(dev)+len(test), n_build=len(build), n_dev=len(dev), n_test=len(test),
+                n_tried=pairs.attrs['n_tried'], n_correct=len(pairs), n_aie=min(n_aie, len(pairs)), k=k, layer=L,
+                dev_acc_iv=float(best.acc), dev_acc_zero_shot=float(best.acc_base),
+                dev_few_shot=float(answer_probs(model, tok, list(dfs.clean), [d['output'] for d in dev]).top1.mean()))
+    return dict(items=rows, info=info, sweep=sweep, aie=aie, iv=iv)

@@ -1,8 +1,9 @@
-"Instruction vectors: batched per-head patching equals one head at a time, a clean mean patched into its own prompt is a no-op, the vector is the sum of o_proj slices, bad inputs refused, no hooks left."
+"Instruction vectors: batched per-head patching equals one head at a time, a clean mean patched into its own prompt is a no-op, the vector is the sum of o_proj slices, too few prompts warned about, the position rule stated by the artifact, grouped splits, bad inputs refused, no hooks left."
 import pytest, torch
 from editlab.instruction_vectors import (icl_pairs, answer_probs, mean_head_acts, head_patch_fns, patched_probs, all_heads,
                                          keep_correct, head_aie, top_aie_heads, head_outputs, instruction_vector,
-                                         iv_intervention, iv_layer_sweep)
+                                         iv_intervention, iv_layer_sweep, correct_pairs, task_splits, iv_heldout,
+                                         function_vector)
 from editlab.hooks import forward, encode
 from editlab.models import adapter, tiny_model
 
@@ -91,3 +92,46 @@ def test_bad_inputs(llama):
     with pytest.raises(ValueError, match='empty'): answer_probs(m, tok, [PROMPT], [' '])   # answer tokenizes to nothing
     with pytest.raises(ValueError, match='expected'): head_patch_fns(m, [(0, 0)], torch.zeros(2, ad.head_dim))
     assert _hooks_left(m) == 0
+
+def test_too_few_prompts_warn_with_count_and_fix(llama):
+    m, tok = llama
+    pairs = icl_pairs(ITEMS, ITEMS[:3], n_demos=2)
+    mz = mean_head_acts(m, tok, list(pairs.clean))
+    with pytest.warns(UserWarning, match=r'only 3 prompts \(fewer than 20\).*correct_pairs'): head_aie(m, tok, pairs, mz)
+    with pytest.warns(UserWarning, match='only 0 of 6 prompts answered correctly'): out = correct_pairs(m, tok, ITEMS, n_min=20, n_demos=2)
+    assert len(out) == 0 and out.attrs['n_tried'] == 6
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        head_aie(m, tok, pairs, mz, min_prompts=3)   # enough for the caller's threshold: silent
+
+def test_artifact_states_its_position_rule(llama, tmp_path):
+    m, tok = llama; ad = adapter(m)
+    mz = mean_head_acts(m, tok, [PROMPT])
+    iv = function_vector(m, mz, [(0, 0), (1, 1)], 1)
+    assert iv.meta['positions'] == 'last' and 'every generated token' in iv.meta['fires'] and 'every generated token' in repr(iv)
+    assert 'every generated token' in repr(2 * iv)
+    from editlab.artifacts import Intervention
+    back = Intervention.load(iv.save(tmp_path/'iv.safetensors'), m)
+    assert back.meta['fires'] == iv.meta['fires']
+    one = iv_intervention(m, torch.randn(ad.d_model), 0, positions=[3])
+    assert 'never a generated token' in one.meta['fires']
+    b = encode(tok, [PROMPT]); base = forward(m, **b).logits
+    with one.apply(m): got = forward(m, **b).logits
+    assert torch.equal(got[:, :3], base[:, :3]) and not torch.equal(got[:, 3], base[:, 3])
+
+def test_task_splits_keep_reversed_pairs_and_repeats_together():
+    items = [dict(input=f"w{i}", output=f"w{i ^ 1}") for i in range(80)] + [dict(input='w0', output='x')]
+    parts = task_splits(items, n_test=20, n_dev=10)
+    side = {}
+    for k, part in enumerate(parts):
+        for d in part:
+            for w in (d['input'], d['output']): assert side.setdefault(w, k) == k or w == 'x'
+    assert 0 < len(parts[2]) <= 20 and 0 < len(parts[1]) <= 10 and len(parts[0]) > 40   # test and dev capped; the rest builds
+    with pytest.raises(ValueError, match='too small'): task_splits(items[:6])
+
+def test_heldout_refuses_a_task_with_no_correct_prompt(llama):
+    m, tok = llama
+    with pytest.warns(UserWarning):
+        with pytest.raises(ValueError, match='no build prompt answered correctly'):
+            iv_heldout(m, tok, [dict(input=f"{i}", output=f"{i+3}") for i in range(30)], n_demos=2)
