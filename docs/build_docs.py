@@ -214,7 +214,7 @@ class PageWriter:
 
     def cell(self, c:dict)->str:
         src = _text(c.get('source', ''))
-        if c['cell_type'] == 'markdown': return self.links(display_maths(src))
+        if c['cell_type'] == 'markdown': return self.links(list_breaks(display_maths(src)))
         if c['cell_type'] != 'code': return ''
         opts, src = cell_options(src)
         if opts.get('include') is False: return ''
@@ -232,6 +232,20 @@ class PageWriter:
 def display_maths(md:str)->str:
     "`$$...$$` on its own lines, as Jupyter shows it even inside a paragraph (arithmatex wants display maths as a block)"
     return _outside_code(md, lambda t: re.sub(r'[ \t]*\$\$(.+?)\$\$[ \t]*', lambda m: f'\n\n$$\n{m.group(1).strip()}\n$$\n\n', t, flags=re.S))
+
+_re_item = re.compile(r'^\s*(?:[-*+]|\d+[.)])\s+\S')
+
+def list_breaks(md:str)->str:
+    "A blank line before a list that follows a paragraph line: Jupyter (CommonMark) starts a list there, Python-Markdown not"
+    def f(t):
+        lines = t.split('\n')
+        out = lines[:1]
+        for prev, line in zip(lines, lines[1:]):
+            if _re_item.match(line) and not line.startswith(' ') and prev.strip() and not prev.startswith((' ', '\t', '|', '>')) \
+               and not _re_item.match(prev): out.append('')
+            out.append(line)
+        return '\n'.join(out)
+    return _outside_code(md, f, spans=False)
 
 def front_matter(nb:dict)->dict:
     "The YAML front matter nbdev's `FrontmatterProc` leaves in the first raw cell"
