@@ -197,11 +197,11 @@ class PageWriter:
         return f'![output]({name}){{ .nb-image }}'
 
     def output(self, o:dict)->str:
+        "Markdown for one output; text outputs are marked `nb-output` so the page sets them apart from code"
+        def text(t, cls=''): return f'<div class="nb-output nb-text{cls}" markdown="1">\n\n{fence(_re_ansi.sub("", t), "text")}\n\n</div>'
         kind = o.get('output_type')
-        if kind == 'stream':
-            return fence(_re_ansi.sub('', _text(o.get('text', ''))), 'text' + (' { .nb-stderr }' if o.get('name') == 'stderr' else ''))
-        if kind == 'error':
-            return fence(_re_ansi.sub('', '\n'.join(o.get('traceback') or [f"{o.get('ename')}: {o.get('evalue')}"])), 'text')
+        if kind == 'stream': return text(_text(o.get('text', '')), ' nb-stderr' if o.get('name') == 'stderr' else '')
+        if kind == 'error': return text('\n'.join(o.get('traceback') or [f"{o.get('ename')}: {o.get('evalue')}"]), ' nb-error')
         d = o.get('data', {})
         if 'image/png' in d: return self.image(_text(d['image/png']).strip(), 'png')
         if 'image/jpeg' in d: return self.image(_text(d['image/jpeg']).strip(), 'jpg')
@@ -209,7 +209,7 @@ class PageWriter:
         if 'text/markdown' in d: return self.links(_text(d['text/markdown']))
         if 'text/html' in d: return f'<div class="nb-output" markdown="0">\n{_text(d["text/html"]).strip()}\n</div>'
         if 'text/latex' in d: return _text(d['text/latex'])
-        if 'text/plain' in d: return fence(_re_ansi.sub('', _text(d['text/plain'])), 'text')
+        if 'text/plain' in d: return text(_text(d['text/plain']))
         return ''
 
     def cell(self, c:dict)->str:
