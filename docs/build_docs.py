@@ -64,6 +64,15 @@ def nb_title(nb:Path)->str:
     return nb.stem
 
 
+def nb_description(nb:Path)->str|None:
+    "The `> ...` summary under a notebook's title, all its lines (nbdev's front matter keeps only the first)"
+    for c in json.loads(nb.read_text(encoding='utf-8'))['cells']:
+        if c['cell_type'] != 'markdown': continue
+        if (m := re.search(r'^#\s+\S.*\n+((?:>.*(?:\n|$))+)', ''.join(c['source']), re.M)):
+            return ' '.join(re.sub(r'^>\s?', '', l).strip() for l in m.group(1).splitlines()).strip()
+        return None
+
+
 # --- nbdev's doc processors ------------------------------------------------------------------------------------
 def _is_import(t)->bool: return isinstance(t, (ast.Import, ast.ImportFrom))
 def _is_show_doc(t)->bool:
@@ -281,7 +290,7 @@ def notebook_markdown(proc:Path, nb:Path, page:str, out:Path, cfg:dict, nb_pages
     rel = nb.relative_to(ROOT).as_posix()
     src_url = f"{cfg['git_url'].rstrip('/')}/blob/{cfg.get('branch', 'main')}/{rel}"
     head = [f"# {fm.get('title') or nb_title(nb)}"]
-    if fm.get('description'): head.append(f"> {w.links(str(fm['description']))}")
+    if (desc := nb_description(nb) or fm.get('description')): head.append(f"> {w.links(str(desc))}")
     head.append(f'<p class="nb-source"><a href="{html.escape(src_url)}">{html.escape(rel)}</a> on GitHub</p>')
     body = [w.cell(c) for c in d['cells'] if c['cell_type'] != 'raw']
     return '\n\n'.join(head + [b for b in body if b.strip()]) + '\n'
