@@ -248,9 +248,10 @@ def list_breaks(md:str)->str:
     "A blank line before a list that follows a paragraph line: Jupyter (CommonMark) starts a list there, Python-Markdown not"
     def f(t):
         lines = t.split('\n')
-        out = lines[:1]
+        out, maths = lines[:1], lines[0].strip() == '$$'
         for prev, line in zip(lines, lines[1:]):
-            if _re_item.match(line) and not line.startswith(' ') and prev.strip() and not prev.startswith((' ', '\t', '|', '>')) \
+            if line.strip() == '$$': maths = not maths   # display_maths put every `$$` on its own line
+            if not maths and _re_item.match(line) and not line.startswith(' ') and prev.strip() and not prev.startswith((' ', '\t', '|', '>')) \
                and not _re_item.match(prev): out.append('')
             out.append(line)
         return '\n'.join(out)

@@ -134,7 +134,7 @@ def test_maths_rendered_at_build_time(pages):
     for nb in with_tex:
         page = pages[_html_page(nb)]
         assert '<math' in page, f'{nb.name}: no MathML'
-        left = re.findall(r'\$[^$\n]{1,80}\$|\\\(.{1,80}?\\\)|\\\[.{1,80}?\\\]', _text(page))
+        left = re.findall(r'\$\$|\$[^$\s][^$]{0,300}?\$|\\\(.{1,80}?\\\)|\\\[.{1,80}?\\\]', _text(page), re.S)
         assert not left, f'{nb.name}: TeX left in the text: {left[:5]}'
         assert 'class="arithmatex"' not in page
 
