@@ -15,8 +15,9 @@ from .hooks import resolve_hooks, capture, encode, forward, hook_names, get_acti
 from .artifacts import Intervention, check_alpha
 
 # %% auto #0
-__all__ = ['NEUTRAL_PROMPTS', 'direction', 'contrast_activations', 'vectors_from', 'contrastive_vectors', 'steering', 'caa',
-           'actadd', 'vader_compound', 'steering_sweep', 'plot_sweep']
+__all__ = ['NEUTRAL_PROMPTS', 'HELD_OUT_PROMPTS', 'direction', 'contrast_activations', 'vectors_from', 'contrastive_vectors',
+           'steering', 'caa', 'actadd', 'vader_compound', 'steering_sweep', 'plot_sweep', 'layer_table', 'choose_layer',
+           'alpha_effects']
 
 # %% ../nbs/20_steering.ipynb #2847c76e
 def _first_pc(X:torch.Tensor)->torch.Tensor:
@@ -114,7 +115,7 @@ from .hooks import hook_name
 def caa(model:nn.Module, tok, # model and tokenizer
         positive:list[str], negative:list[str], # prompts ending in the behaviour's answer, and in its opposite
         alpha:float, # strength
-        layer:int=3, # residual stream after this block
+        layer:int=8, # residual stream after this block
         read='last', # where activations are read ('last': the answer token)
        )->Intervention:
     "mean difference of residual activations over contrast pairs, added at every position"
@@ -125,7 +126,7 @@ def caa(model:nn.Module, tok, # model and tokenizer
 def actadd(model:nn.Module, tok, # model and tokenizer
            positive:str, negative:str, # one prompt pair, e.g. 'Love' and 'Hate'
            alpha:float, # strength
-           layer:int=3, # residual stream after this block
+           layer:int=8, # residual stream after this block
           )->Intervention:
     "the activation difference of one prompt pair, added at every position"
     vs = contrastive_vectors(model, tok, [positive], [negative], hooks=hook_name(layer, 'hook_resid_post'), read='last', method='mean_diff')
@@ -140,6 +141,19 @@ NEUTRAL_PROMPTS = [
     "The customer service call took an hour and", "Our flight to Chicago was", "The new phone I bought is",
     "After the exam, the students felt", "The museum downtown has", "My cousin's birthday party was",
     "The review of the new album says it is", "I tried the recipe from the magazine and"]
+
+HELD_OUT_PROMPTS = [   # never used to build a vector or choose anything: the report's prompts
+    "The bus ride to my grandmother's house was", "Last Tuesday the office printer", "The painting in the hallway looks",
+    "When the teacher handed back the essays, she", "The garden behind the library is", "My brother's new car is",
+    "The documentary about the ocean was", "At the farmers market this morning I", "The lecture on economics yesterday was",
+    "Our neighbours repainted their fence and", "The coffee shop on the corner has", "During the storm last night the power",
+    "The play we saw at the theatre was", "My sister called to say that her trip", "The software update on my laptop",
+    "The hike up the hill took three hours and", "The dinner my friend cooked for us was", "The new schedule at the gym is",
+    "The letter from the bank said that", "When we arrived at the campsite, the", "The podcast episode I listened to was",
+    "The kids spent the afternoon at the park and", "The train station after the renovation is", "My old school has",
+    "The game on Saturday ended and the fans", "The apartment we looked at yesterday was", "The workshop on pottery was",
+    "The package from my aunt contained", "The city council meeting last week was", "The bakery next to my office sells",
+    "The drive along the coast was", "The interview for the new position went"]
 
 def vader_compound(texts:list[str])->list[float]:
     "VADER compound sentiment of each text, in [-1, 1]"
@@ -162,7 +176,7 @@ def steering_sweep(model:nn.Module, tok, # model and tokenizer
                    progress:bool=True, # tqdm bar
                    shard:bool|None=None, # None: split the grid across processes under `accelerate launch` (see `shard`)
                   )->pd.DataFrame:
-    "Score, fluency and perplexity for every (hook, alpha): one row each, with an example continuation"
+    "Score, fluency and perplexity for every (hook, alpha): one row each, with an example continuation and the per-prompt `scores` and `fluencies`"
     from editlab.evaluate import generate, ngram_entropy, perplexity
     from editlab.hooks import parse_hook
     from editlab.shard import run_sharded
@@ -178,7 +192,8 @@ def steering_sweep(model:nn.Module, tok, # model and tokenizer
             ppl = perplexity(model, tok, ppl_text) if ppl_text else float('nan')
         sc = score(gens); bar.update()
         return dict(hook=h, layer=parse_hook(model, h)[0], alpha=a, score=float(np.mean(sc)), score_sd=float(np.std(sc)),
-                    fluency=ngram_entropy(gens), perplexity=ppl, example=gens[0].strip())
+                    fluency=ngram_entropy(gens), perplexity=ppl, example=gens[0].strip(),
+                    scores=[float(x) for x in sc], fluencies=[ngram_entropy(g) for g in gens])   # per prompt, for intervals
     rows = run_sharded(run, grid, shard); bar.close()
     return pd.DataFrame(rows)
 
@@ -197,3 +212,57 @@ def plot_sweep(df:pd.DataFrame, # from `steering_sweep`
         if c == 'perplexity': ax.set_yscale('log')
     axs[0].legend(fontsize=8); fig.tight_layout()
     return fig
+
+# %% ../nbs/20_steering.ipynb #00e18fb9
+def _spearman(x, y)->float:
+    x, y = pd.Series(list(x)).rank().values, pd.Series(list(y)).rank().values
+    return float(np.corrcoef(x, y)[0, 1]) if np.std(x) > 0 and np.std(y) > 0 else float('nan')
+
+def layer_table(items:pd.DataFrame, # per-prompt rows of one split: layer, alpha, prompt, score, fluency (alpha 0 included)
+                min_fluency:float=0.9, # an alpha is fluent when its mean fluency is at least this share of alpha 0's
+               )->pd.DataFrame:
+    "Per layer: the fluent alpha range around 0, Spearman's rho of the mean score with alpha over it, and the score's swing"
+    rows = []
+    for L, g in items.groupby('layer'):
+        m = g.groupby('alpha')[['score', 'fluency']].mean()
+        if 0 not in m.index: raise ValueError(f"layer {L} has no alpha = 0 rows: the unsteered text is the reference")
+        al = sorted(m.index); i0 = al.index(0); f0 = m.fluency[0]
+        ok = {a: m.fluency[a] >= min_fluency * f0 for a in al}
+        lo, hi = i0, i0
+        while lo > 0 and ok[al[lo - 1]]: lo -= 1
+        while hi < len(al) - 1 and ok[al[hi + 1]]: hi += 1
+        rng = al[lo:hi + 1]
+        rows.append(dict(layer=L, alpha_min=al[lo], alpha_max=al[hi], monotonicity=_spearman(rng, m.score[rng]) if len(rng) >= 3 else float('nan'),
+                         swing=float(m.score[al[hi]] - m.score[al[lo]]), score_at_min=float(m.score[al[lo]]), score_at_max=float(m.score[al[hi]]),
+                         fluency_worst=float(m.fluency[rng].min() / f0)))
+    return pd.DataFrame(rows)
+
+def choose_layer(items:pd.DataFrame, # per-prompt rows of the selection split (see `layer_table`)
+                 min_fluency:float=0.9, # see `layer_table`
+                 min_rho:float=0.9, # a layer must move the score monotonically with alpha: Spearman's rho at least this
+                )->tuple[int, pd.DataFrame]:
+    "The layer with the largest swing among the monotone ones (ties: the lower layer), and the `layer_table`"
+    t = layer_table(items, min_fluency)
+    ok = t[t.monotonicity >= min_rho]
+    if ok.empty: raise ValueError(f"no layer moves the score monotonically (Spearman >= {min_rho}) over its fluent range; widen the grid or lower min_rho")
+    return int(ok.sort_values(['swing', 'layer'], ascending=[False, True]).layer.iloc[0]), t
+
+def alpha_effects(items:pd.DataFrame, # per-prompt rows: layer, alpha, prompt, score, fluency
+                  layer:int, # the layer to report
+                  slope_range:tuple|None=None, # (lo, hi): alphas over which each prompt's slope is fitted (default: all)
+                  **kw, # passed to `editlab.evaluate.interval` (seed, level, n_boot)
+                 )->tuple[pd.DataFrame, tuple]:
+    "Per alpha: mean score, its paired change against alpha 0 with a bootstrap interval over prompts, fluency; and the slope's (mean, lo, hi)"
+    from editlab.evaluate import interval, paired_interval
+    g = items[items.layer == layer]
+    if g.empty: raise ValueError(f"no rows for layer {layer}; layers present: {sorted(items.layer.unique())}")
+    S = g.pivot_table(index='prompt', columns='alpha', values='score'); Fl = g.pivot_table(index='prompt', columns='alpha', values='fluency')
+    rows = []
+    for a in S.columns:
+        m, lo, hi = paired_interval(S[a].values, S[0].values, **kw)
+        rows.append(dict(alpha=a, score=float(S[a].mean()), change=m, change_lo=lo, change_hi=hi, fluency=float(Fl[a].mean()),
+                         fluency_ratio=float(Fl[a].mean() / Fl[0].mean())))
+    cols = [a for a in S.columns if slope_range is None or slope_range[0] <= a <= slope_range[1]]
+    x = np.array(cols, dtype=float); x = x - x.mean()
+    slopes = (S[cols].values - S[cols].values.mean(1, keepdims=True)) @ x / (x @ x)   # least squares, per prompt
+    return pd.DataFrame(rows), interval(slopes, **kw)
