@@ -18,9 +18,9 @@ from .evaluate import encode_prompt, encode_target, target_logprobs, pad_batch, 
 from .finetune import LossScale
 
 # %% auto #0
-__all__ = ['PROMPT_TEMPLATES', 'integrated_gradients', 'fact_prompts', 'knowledge_neurons', 'check_neurons', 'scale_neurons',
-           'suppress', 'enhance', 'random_neurons', 'top1_correct', 'neuron_effects', 'kn_edit', 'kn_editor',
-           'kn_effects']
+__all__ = ['PROMPT_TEMPLATES', 'integrated_gradients', 'fact_prompts', 'knowledge_neurons', 'refine_neurons', 'check_neurons',
+           'scale_neurons', 'suppress', 'enhance', 'random_neurons', 'top1_correct', 'neuron_effects', 'kn_edit',
+           'kn_editor', 'kn_effects', 'kn_tradeoff_items', 'edit_tradeoff', 'plot_tradeoff']
 
 # %% ../nbs/31_knowledge_neurons.ipynb #daeb2342
 def _layers(ad, layers)->list[int]:
@@ -108,11 +108,18 @@ def fact_prompts(record:dict, # an edit record: prompt and optionally paraphrase
         raise ValueError(f"only {len(ps)} prompts for this fact with {len(templates)} templates; lower min_prompts or add templates")
     return ps
 
+def _check_refine(threshold, share, max_neurons):
+    if not 0 < threshold <= 1: raise ValueError(f"threshold must be in (0, 1], got {threshold}")
+    if not 0 < share <= 1: raise ValueError(f"share must be in (0, 1], got {share}")
+    if max_neurons is not None and (isinstance(max_neurons, bool) or not isinstance(max_neurons, int) or max_neurons < 1):
+        raise ValueError(f"max_neurons must be a positive integer or None, got {max_neurons!r}")
+
 def knowledge_neurons(model:nn.Module, tok, # model and tokenizer
                       prompts:list[str], # prompts expressing one fact (see `fact_prompts`)
                       target:str, # the fact's answer
                       threshold:float=0.2, # coarse: attribution > threshold x the prompt's maximum attribution
                       share:float=0.5, # refined: coarse in at least this share of the prompts
+                      max_neurons:int|None=None, # keep at most this many (the most shared, then the largest attribution); None: all
                       layers:list[int]|None=None, # layers to search (None: all)
                       steps:int=20, batch_size:int=320, objective:str='prob', # passed to `integrated_gradients`
                       return_attributions:bool=False, # also return the attributions [n_prompts, n_layers, d_mlp]
@@ -120,22 +127,33 @@ def knowledge_neurons(model:nn.Module, tok, # model and tokenizer
     "Knowledge neurons of a fact: ([(layer, neuron)], table of candidate neurons) (+ attributions)"
     if isinstance(prompts, str): prompts = [prompts]
     if len(prompts) == 0: raise ValueError("no prompts: pass the prompts that express the fact (see fact_prompts)")
-    if not 0 < threshold <= 1: raise ValueError(f"threshold must be in (0, 1], got {threshold}")
-    if not 0 < share <= 1: raise ValueError(f"share must be in (0, 1], got {share}")
+    _check_refine(threshold, share, max_neurons)   # before the costly attributions
     A = torch.stack([integrated_gradients(model, tok, p, target, layers, steps, batch_size, objective) for p in prompts])
+    neurons, table = refine_neurons(A, threshold, share, max_neurons)
+    return (neurons, table, A) if return_attributions else (neurons, table)
+
+def refine_neurons(A:torch.Tensor, # attributions [n_prompts, n_layers, d_mlp] (`integrated_gradients` per prompt)
+                   threshold:float=0.2, # coarse: attribution > threshold x the prompt's maximum attribution
+                   share:float=0.5, # refined: coarse in at least this share of the prompts
+                   max_neurons:int|None=None, # keep at most this many of the refined neurons; None: all
+                  )->tuple[list, pd.DataFrame]:
+    "Coarse neurons per prompt, refined to those shared by the prompts: ([(layer, neuron)], table of candidates)"
+    _check_refine(threshold, share, max_neurons)
     mx = A.flatten(1).max(1).values                                        # each prompt's largest attribution
     coarse = (A > threshold * mx[:, None, None]) & (mx[:, None, None] > 0)
     count = coarse.sum(0)                                                  # [n_layers, d_mlp]: prompts that chose the neuron
     cand = count.nonzero().tolist()
     rel = A / mx.clamp_min(1e-30)[:, None, None]
-    need = share * len(prompts) - 1e-9
-    rows = [dict(layer=L, neuron=i, n_prompts=int(count[L, i]), share=float(count[L, i]) / len(prompts),
+    need = share * len(A) - 1e-9
+    rows = [dict(layer=L, neuron=i, n_prompts=int(count[L, i]), share=float(count[L, i]) / len(A),
                  attr_mean=float(A[:, L, i].mean()), attr_rel_mean=float(rel[:, L, i].mean()), selected=bool(count[L, i] >= need))
             for L, i in cand]
     table = pd.DataFrame(rows, columns=['layer', 'neuron', 'n_prompts', 'share', 'attr_mean', 'attr_rel_mean', 'selected'])
     table = table.sort_values(['selected', 'n_prompts', 'attr_rel_mean'], ascending=False, ignore_index=True)
+    if max_neurons is not None: table.loc[max_neurons:, 'selected'] = False   # the selected rows come first
     neurons = [(int(r.layer), int(r.neuron)) for r in table[table.selected].itertuples()]
-    return (neurons, table, A) if return_attributions else (neurons, table)
+    return neurons, table
+
 
 # %% ../nbs/31_knowledge_neurons.ipynb #1079df2d
 def check_neurons(model:nn.Module, neurons)->list[tuple[int, int]]:
@@ -293,14 +311,19 @@ def kn_edit(model:nn.Module, tok, # model and tokenizer
 from .registry import register
 
 @register('KN', 'editing', 'WeightDelta', 'Dai et al. 2022, Knowledge Neurons in Pretrained Transformers (ACL 2022, arXiv:2104.08696)',
-          defaults=dict(layers=None), batch=False, approach='locate-then-edit',
+          defaults=dict(layers=None, lambda1=0.1, lambda2=0.1, norm_match=True, sign_aware=True, embedding='input',
+                        answer_tokens='first', min_prompts=3, threshold=0.2, share=0.5, max_neurons=None, steps=20,
+                        batch_size=320, objective='prob'),
+          batch=False, approach='locate-then-edit',
           seed_claims=dict(ES='locate-then-edit: excellent', PS='excellent', NS='excellent'))
 def kn_editor(model:nn.Module, tok, # the model to edit and its tokenizer
-              layers:list[int]|None): # layers searched for neurons (None: the upper half)
+              layers:list[int]|None, # layers searched for neurons (None: the upper half)
+              **options): # every other `kn_edit` / `knowledge_neurons` option (lambda1, answer_tokens, max_neurons, ...)
     "knowledge neurons by integrated gradients, value vectors rewritten (31_knowledge_neurons)"
     n = adapter(model).n_layers
     layers = list(range(n // 2, n)) if layers is None else layers
-    return lambda m, t, r: kn_edit(m, t, r, layers=layers)
+    return lambda m, t, r: kn_edit(m, t, r, layers=layers, **options)
+
 
 # %% ../nbs/31_knowledge_neurons.ipynb #5e93063e
 def kn_effects(model:nn.Module, tok, # model and tokenizer
@@ -316,3 +339,61 @@ def kn_effects(model:nn.Module, tok, # model and tokenizer
     return dict(case_id=record.get('case_id'), n_neurons=len(check_neurons(model, neurons)), p=float(kn.p.mean()),
                 suppress=float(kn.suppress.mean()), enhance=float(kn.enhance.mean()),
                 suppress_random=float(rnd.suppress.mean()), enhance_random=float(rnd.enhance.mean()))
+
+# %% ../nbs/31_knowledge_neurons.ipynb #b5fd1b59
+def kn_tradeoff_items(model:nn.Module, tok, # model and tokenizer
+                      records:list[dict], # CounterFact-style edit records
+                      settings:list=((None, 0.1),), # (max_neurons, lambda) pairs; lambda1 = lambda2 = lambda
+                      layers:list[int]|None=None, # layers searched (None: the upper half, as the registry)
+                      min_prompts:int=3, # prompts per fact (`fact_prompts`)
+                     )->pd.DataFrame:
+    "Per record: unedited scores, then each setting's edit scores; the attributions are computed once per record"
+    from editlab.evaluate import edit_scores
+    n = adapter(model).n_layers; layers = list(range(n // 2, n)) if layers is None else layers
+    rows = []
+    for r in records:
+        base = edit_scores(model, tok, [r]).iloc[0]
+        rows.append(dict(setting='unedited', max_neurons=0, lam=0.0, case_id=r.get('case_id'), edited=False, n_neurons=0, es=base.es, ps=base.ps, ns=base.ns))
+        A = torch.stack([integrated_gradients(model, tok, q, r['target_true'], layers) for q in fact_prompts(r, min_prompts)])
+        for k, l in settings:
+            neurons, _ = refine_neurons(A, max_neurons=k)
+            try:
+                d = kn_edit(model, tok, r, neurons=neurons, lambda1=l, lambda2=l, min_prompts=min_prompts)
+                with d.apply(model): s, ok = edit_scores(model, tok, [r]).iloc[0], True
+            except ValueError: s, ok = base, False   # refused (answers with the same first token, no neurons): unedited scores
+            rows.append(dict(setting=f"{'all' if k is None else f'at most {k}'} neurons, λ {l}", max_neurons=k or 0, lam=l, case_id=r.get('case_id'), edited=ok,
+                             n_neurons=len(neurons), es=s.es, ps=s.ps, ns=s.ns))
+    return pd.DataFrame(rows)
+
+def edit_tradeoff(items:pd.DataFrame, # per-record scores: setting, case_id, es, ps, ns; one setting is the baseline
+                  baseline:str='unedited', # the setting the changes are measured against
+                  **kw, # passed to `editlab.evaluate.interval` (seed, level, n_boot, groups)
+                 )->pd.DataFrame:
+    "Per setting, in points: ES, PS, NS with bootstrap intervals over records, and the paired changes of ES and NS against `baseline`"
+    from editlab.evaluate import interval, paired_interval
+    base = items[items.setting == baseline].set_index('case_id')
+    if base.empty: raise ValueError(f"no {baseline!r} rows: the changes need the baseline's scores of the same records")
+    rows = []
+    for s, g in items.groupby('setting', sort=False):
+        g = g.set_index('case_id').reindex(base.index)
+        if g[['es', 'ps', 'ns']].isna().any().any(): raise ValueError(f"setting {s!r} lacks some of the baseline's records")
+        row = dict(setting=s, n=len(g))
+        for c in ('es', 'ps', 'ns'): row.update(zip([c, c + '_lo', c + '_hi'], (100 * v for v in interval(g[c].values, **kw))))
+        for c in ('es', 'ns'): row.update(zip(['d' + c, 'd' + c + '_lo', 'd' + c + '_hi'], (100 * v for v in paired_interval(g[c].values, base[c].values, **kw))))
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+def plot_tradeoff(tab:pd.DataFrame, # from `edit_tradeoff`
+                  default:str|None=None, # the setting to mark as the default
+                  baseline:str='unedited', ax=None):
+    "NS against ES per setting with 95% intervals; the baseline's NS and the default marked"
+    import matplotlib.pyplot as plt
+    if ax is None: _, ax = plt.subplots(figsize=(5.5, 3.8))
+    for r in tab.itertuples():
+        c = 'C3' if r.setting == default else 'k' if r.setting == baseline else 'C0'
+        ax.errorbar(r.es, r.ns, xerr=[[r.es - r.es_lo], [r.es_hi - r.es]], yerr=[[r.ns - r.ns_lo], [r.ns_hi - r.ns]], fmt='o', color=c, capsize=2, alpha=0.8)
+        ax.annotate(r.setting, (r.es, r.ns), fontsize=6, xytext=(3, 3), textcoords='offset points')
+    ns0 = float(tab.set_index('setting').ns[baseline])
+    ax.axhspan(ns0 - 5, ns0 + 100, color='C2', alpha=0.08, label='NS within 5 points of unedited')
+    ax.set(xlabel='ES (efficacy), %', ylabel='NS (neighbourhood), %', ylim=(-5, 105), xlim=(-5, 105)); ax.legend(fontsize=7, loc='lower left')
+    return ax
