@@ -18,7 +18,7 @@ from .rome import layer_stats, context_prefixes, edit_contexts, compute_v, subje
 from .registry import register, frac_layer
 
 # %% auto #0
-__all__ = ['null_space', 'alphaedit', 'AlphaEditSequence', 'alphaedit_editor']
+__all__ = ['null_space', 'alphaedit', 'AlphaEditSequence', 'alphaedit_sequence', 'alphaedit_editor']
 
 # %% ../nbs/42_alphaedit.ipynb #38ccf750
 def null_space(C:torch.Tensor, # E[k kᵀ] of the preserved keys [m, m] (`rome.layer_stats`)
@@ -127,15 +127,22 @@ class AlphaEditSequence:
         return d
 
 # %% ../nbs/42_alphaedit.ipynb #fad041d2
+def _projectors(model, tok, layers, threshold, corpus, n_tokens):   # the edited layers and their null-space projectors
+    Ls = sorted({frac_layer(model, l) for l in layers})
+    return Ls, {l: null_space(layer_stats(model, tok, l, stats_corpus(corpus), n_tokens=n_tokens, progress=False), threshold) for l in Ls}
+
+def alphaedit_sequence(model, tok, layers, threshold, l2, corpus, n_tokens):
+    "AlphaEdit in sequence: each call also keeps the keys of all earlier calls unchanged (`AlphaEditSequence`)"
+    return AlphaEditSequence(*_projectors(model, tok, layers, threshold, corpus, n_tokens), l2=l2)
+
 @register('AlphaEdit', 'editing', 'WeightDelta', 'Fang et al. 2025, AlphaEdit: Null-Space Constrained Knowledge Editing for Language Models '
           '(ICLR 2025, arXiv:2410.02355)', defaults=dict(layers=(2, 3, 4), threshold=1e-2, l2=1.0, corpus=None, n_tokens=50_000),
-          batch=True, approach='locate-then-edit')
+          batch=True, approach='locate-then-edit', sequential=dict(batch=10, factory=alphaedit_sequence))
 def alphaedit_editor(model:nn.Module, tok, # the model to edit and its tokenizer
                      layers:tuple, # edited layers, as layers of the 30-layer model (`registry.frac_layer`)
                      threshold:float, # eigenvalues of the key statistics below this span the null space
                      l2:float, # weight of ‖ΔP‖²
                      corpus:str|Path|None, n_tokens:int): # text and token count for the key statistics (`rome.stats_corpus`)
     "MEMIT's update projected onto the null space of the preserved keys (42_alphaedit)"
-    Ls = sorted({frac_layer(model, l) for l in layers})
-    proj = {l: null_space(layer_stats(model, tok, l, stats_corpus(corpus), n_tokens=n_tokens, progress=False), threshold) for l in Ls}
+    Ls, proj = _projectors(model, tok, layers, threshold, corpus, n_tokens)
     return lambda m, t, rs: alphaedit(m, t, rs, Ls, proj, l2=l2, progress=False)

@@ -341,14 +341,15 @@ from .registry import register, get_method
           defaults=dict(n_slots=64, steps=100, lr=0.01, mlc=1.0, alc=1.0, n_memory=32, corpus=None, act='gelu'), batch=True, approach='added parameters',
           seed_claims=dict(NS='high: external methods leave the model alone, so locality is guaranteed', cost='storage grows with every edit'))
 def calinet_editor(model:nn.Module, tok, # the model to edit and its tokenizer
-                   n_slots:int, steps:int, lr:float, # slots added; training steps and rate
+                   n_slots:int, steps:int, lr:float, # slots added (0: one per record of the call); training steps and rate
                    mlc:float, alc:float, # weights of the memory loss and the activation loss (mlc 0: neither, random keys)
                    n_memory:int, corpus:str|Path|None, act:str): # WikiText sentences in the memory, their file (None: WikiText-2 validation); the slots' activation
     "calibration slots at the last FFN trained on all records at once, with T-Patcher's memory loss (37_calinet)"
     mem = memory_inputs(model, tok, wikitext_sentences(n_memory, path=corpus), -1) if mlc > 0 else None
     kw = dict(mlc=mlc, alc=alc, key_init='edit', memory=mem) if mlc > 0 else {}
-    return lambda m, t, rs: calinet_edit(m, t, rs, n_slots=n_slots, steps=steps, lr=lr, act=act, progress=False, **kw)
+    return lambda m, t, rs: calinet_edit(m, t, rs, n_slots=n_slots or len(rs), steps=steps, lr=lr, act=act, progress=False, **kw)
 
 register('CaliNET (ReLU)', 'editing', 'CaliNet', 'Dong et al. 2022 (arXiv:2210.03329), with ReLU slots',
          defaults={**get_method('CaliNET', load=False).defaults, 'act': 'relu'}, batch=True, approach='added parameters',
-         doc="CaliNET with ReLU slots, whose off state adds nothing (the sequential study's setting, 39_sequential)")(calinet_editor)
+         sequential=dict(batch=10, hp=dict(n_slots=0), stem='calinet'),   # in sequence: 10 records per call, one slot each
+         doc="CaliNET with ReLU slots, whose off state adds nothing (the sequential study's setting, studies/sequential_editing)")(calinet_editor)

@@ -12,7 +12,8 @@ from torch import nn
 from .registry import Method, get_method, family_methods
 
 # %% auto #0
-__all__ = ['EDIT_METHODS', 'EditMethod', 'EditMethods', 'make_editor', 'edit', 'edit_methods', 'comparison_editors']
+__all__ = ['EDIT_METHODS', 'EditMethod', 'EditMethods', 'make_editor', 'edit', 'edit_methods', 'comparison_editors',
+           'sequential_methods', 'sequential_editor']
 
 # %% ../nbs/06_editors.ipynb #d29d6440
 @dataclass
@@ -81,3 +82,29 @@ def comparison_editors(names:list[str], model:nn.Module, tok, # registered names
     if unknown: raise KeyError(f"hyper-parameters given for {sorted(unknown)}, which are not among {names}")
     eds = {n: make_editor(n, model, tok, **hp.get(n, {})) for n in names}
     return eds, tuple(n for n in names if _method(n).batch)
+
+# %% ../nbs/06_editors.ipynb #943050b4
+def _slug(name:str)->str: return ''.join(ch for ch in name.lower() if ch.isalnum())
+
+def sequential_methods()->list[str]:
+    "The registered editors that declare how they edit in sequence (`register(..., sequential=...)`)"
+    return [n for n, m in family_methods('editing').items() if 'sequential' in m.extra]
+
+def sequential_editor(method:str, model:nn.Module, tok, # a registered name; model and tokenizer
+                      **hp, # hyper-parameters overriding the method's defaults and its sequential settings
+                     )->dict:
+    "`sequential_study` arguments of a registered editor (`editor`, `incremental`, `batch`) and the `stem` its results are saved under"
+    m = get_method(method, family='editing')
+    if 'sequential' not in m.extra:
+        raise ValueError(f"{m.name} declares no sequential form: register it with `sequential=dict(...)` in its notebook "
+                         f"(methods that do: {', '.join(sequential_methods())})")
+    s = dict(m.extra['sequential'])
+    unknown = set(s) - {'batch', 'incremental', 'hp', 'factory', 'stem'}
+    if unknown: raise ValueError(f"{m.name}: unknown sequential settings {sorted(unknown)}")
+    kw = {**m.defaults, **s.get('hp', {}), **hp}
+    bad = set(kw) - set(m.defaults)
+    if bad: raise TypeError(f"{m.name} has no hyper-parameter(s) {sorted(bad)}; it takes {sorted(m.defaults)}")
+    ed = s.get('factory', m.fn)(model, tok, **kw)
+    inc = bool(s.get('incremental', True))
+    fn = (lambda mm, t, rs, prev: ed(mm, t, rs)) if inc else (lambda mm, t, rs, prev: ed(mm, t, rs, prev=prev))
+    return dict(editor=fn, incremental=inc, batch=int(s.get('batch', 10 if m.extra.get('batch') else 1)), stem=s.get('stem', _slug(m.name)))

@@ -292,14 +292,15 @@ from .registry import register, frac_layer
 
 @register('GRACE', 'editing', 'Codebook', 'Hartvigsen et al. 2023, Aging with GRACE: Lifelong Model Editing with Discrete Key-Value Adaptors (NeurIPS 2023, arXiv:2211.11031)',
           defaults=dict(layer=25, eps=1.0, steps=50, lr=1.0, token='last'), batch=False, approach='added parameters',
-          seed_claims=dict(NS='high: external methods leave the model alone, so locality is guaranteed', cost='storage grows with every edit'))
+          seed_claims=dict(NS='high: external methods leave the model alone, so locality is guaranteed', cost='storage grows with every edit'),
+          sequential=dict(incremental=False))   # in sequence: the codebook is continued
 def grace_editor(model:nn.Module, tok, # the model to edit and its tokenizer
                  layer:int, # the codebook's layer, as a layer of the 30-layer model (`registry.frac_layer`)
                  eps:float, steps:int, lr:float, # deferral radius; value training steps and rate
                  token:str): # where the key is read: 'last' or 'subject'
     "codebook of keys and trained values at one layer, EasyEdit's setting (35_grace)"
     L = frac_layer(model, layer)
-    return lambda m, t, r: grace_edit(m, t, [r], layer=L, eps=eps, steps=steps, lr=lr, token=token, progress=False)
+    return lambda m, t, r, prev=None: grace_edit(m, t, [r], layer=L, eps=eps, steps=steps, lr=lr, token=token, codebook=prev, progress=False)
 
 register('GRACE (subject key)', 'editing', 'Codebook', 'Hartvigsen et al. 2023 (arXiv:2211.11031), keyed at the subject as in editlab',
          defaults=dict(layer=8, eps=4.0, steps=50, lr=1.0, token='subject'), batch=False, approach='added parameters',

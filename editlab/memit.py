@@ -114,7 +114,8 @@ from .rome import stats_corpus
 
 @register('MEMIT', 'editing', 'WeightDelta', 'Meng et al. 2023, Mass-Editing Memory in a Transformer (ICLR 2023, arXiv:2210.07229)',
           defaults=dict(layers=(2, 3, 4), lam=1e3, corpus=None, n_tokens=50_000), batch=True, approach='locate-then-edit',
-          seed_claims=dict(ES='excellent', PS='excellent', NS='excellent', cost='thousands of edits at once'))
+          seed_claims=dict(ES='excellent', PS='excellent', NS='excellent', cost='thousands of edits at once'),
+          sequential=dict(batch=10))   # in sequence: 10 records per call, each delta on top
 def memit_editor(model:nn.Module, tok, # the model to edit and its tokenizer
                  layers:tuple, # edited layers, as layers of the 30-layer model (`registry.frac_layer`)
                  lam:float, # weight of the key covariance against the new keys

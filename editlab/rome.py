@@ -393,7 +393,7 @@ def stats_corpus(corpus:str|Path|None=None, # a text file; None: WikiText-2 vali
 
 @register('ROME', 'editing', 'WeightDelta', 'Meng et al. 2022, Locating and Editing Factual Associations in GPT (NeurIPS 2022, arXiv:2202.05262)',
           defaults=dict(layer=4, corpus=None, n_tokens=50_000), batch=False, approach='locate-then-edit',
-          seed_claims=dict(ES='excellent (GPT-J)', PS='excellent (GPT-J)', NS='excellent (GPT-J)'))
+          seed_claims=dict(ES='excellent (GPT-J)', PS='excellent (GPT-J)', NS='excellent (GPT-J)'), sequential=dict())   # in sequence: each delta on top
 def rome_editor(model:nn.Module, tok, # the model to edit and its tokenizer
                 layer:int, # the edited layer, as a layer of the 30-layer model (`registry.frac_layer`)
                 corpus:str|Path|None, n_tokens:int): # text and token count for the key statistics (`stats_corpus`)

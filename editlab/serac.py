@@ -429,15 +429,16 @@ SeracModel.__add__ = SeracModel.__radd__ = SeracModel.__neg__ = SeracModel.__mul
           defaults=dict(train=None, n_train=2000, layer=3), batch=False, approach='knowledge cache',
           seed_claims=dict(NS='high: external methods leave the model alone, so locality is guaranteed',
                            cost='efficient and direct: no gradient needed; storage grows', ES='high',
-                           PS='low-moderate: a lookup, not internalised knowledge', portability='low: not internalised'))
+                           PS='low-moderate: a lookup, not internalised knowledge', portability='low: not internalised'),
+          sequential=dict(incremental=False))   # in sequence: the edit memory is continued
 def serac_editor(model:nn.Module, tok, # the model to edit and its tokenizer
                  train:str|Path|None, n_train:int, # CounterFact training file (None: the shared train-2000) and records used
                  layer:int): # the classifier's layer (capped at the model's last)
     "edit memory + scope classifier + the base model prompted with the edit; returns a wrapped model (38_serac)"
     path = default_file(train, 'counterfact/counterfact-train-2000.json')
     clf = train_scope(model, tok, load_counterfact(path, n_train), layer=min(layer, adapter(model).n_layers - 1), progress=False)
-    def editor(m, t, rs):   # one memory per call: a single record or a list edited together
-        return SeracModel(m, t, clf).edit(rs)
+    def editor(m, t, rs, prev=None):   # a new memory per call (a single record or a list edited together), or `prev`'s continued
+        return (prev if prev is not None else SeracModel(m, t, clf)).edit(rs)
     return editor
 
 # %% ../nbs/38_serac.ipynb #be22568f

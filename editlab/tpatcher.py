@@ -300,7 +300,8 @@ from .registry import register
 
 @register('T-Patcher', 'editing', 'PatchSet', 'Huang et al. 2023, Transformer-Patcher: One Mistake Worth One Neuron (ICLR 2023, arXiv:2301.09785)',
           defaults=dict(layer=-1, n_memory=32, corpus=None, steps=100, lr=0.01), batch=False, approach='added parameters',
-          seed_claims=dict(NS='high: external methods leave the model alone, so locality is guaranteed', cost='storage grows with every edit'))
+          seed_claims=dict(NS='high: external methods leave the model alone, so locality is guaranteed', cost='storage grows with every edit'),
+          sequential=dict(incremental=False))   # in sequence: the patch set is continued
 def tpatcher_editor(model:nn.Module, tok, # the model to edit and its tokenizer
                     layer:int, # the patched FFN (-1: the last)
                     n_memory:int, # WikiText sentences whose activations the patch must not fire on
@@ -308,7 +309,7 @@ def tpatcher_editor(model:nn.Module, tok, # the model to edit and its tokenizer
                     steps:int, lr:float): # training steps and rate per patch
     "one patch neuron per edit in the last FFN, WikiText memory (36_tpatcher)"
     mem = memory_inputs(model, tok, wikitext_sentences(n_memory, path=corpus), layer)
-    return lambda m, t, r: tpatch_edit(m, t, [r], layer=layer, memory=mem, steps=steps, lr=lr, progress=False)
+    return lambda m, t, r, prev=None: tpatch_edit(m, t, [r], layer=layer, patches=prev, memory=mem, steps=steps, lr=lr, progress=False)
 
 # %% ../nbs/36_tpatcher.ipynb #5780463f
 def _delete(self:PatchSet, i:int, # neuron to remove (negative counts from the end)
