@@ -163,11 +163,11 @@ def finetune(model:nn.Module, tok, # model and tokenizer
 from .registry import register, frac_layer
 
 @register('FT-L', 'editing', 'WeightDelta', 'Zhu et al. 2020, Modifying Memories in Transformer Models (arXiv:2012.00363)',
-          defaults=dict(layer=4, steps=25, lr=5e-4, max_norm=5e-4), batch=False, approach='fine-tuning')
+          defaults=dict(layer=4, steps=25, lr=5e-4, max_norm=5e-3), batch=False, approach='fine-tuning')
 def ftl_editor(model:nn.Module, tok, # the model to edit and its tokenizer
                layer:int, # the tuned down projection's layer, as a layer of the 30-layer model (`registry.frac_layer`)
                steps:int, lr:float, max_norm:float): # optimiser steps, learning rate, L-inf bound on the change
-    "constrained fine-tuning of one down projection (34_edit_comparison)"
+    "constrained fine-tuning of one down projection (09_finetune)"
     down = adapter(model).param_name(frac_layer(model, layer), 'down')
     return lambda m, t, r: finetune(m, t, [r['prompt']], [r['target_new']], params=down, steps=steps, lr=lr,
                                     max_norm=max_norm, progress=False, method='FT-L')[0]
