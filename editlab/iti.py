@@ -17,7 +17,7 @@ from .artifacts import Intervention, Term, check_alpha
 from .evaluate import QA_TEMPLATE, encode_prompt, encode_target, pad_batch
 
 # %% auto #0
-__all__ = ['qa_pairs', 'head_activations', 'fit_head_probes', 'iti_intervention']
+__all__ = ['qa_pairs', 'head_activations', 'fit_head_probes', 'probe_directions', 'iti_intervention']
 
 # %% ../nbs/22_iti.ipynb #837e7b37
 def qa_pairs(items:list[dict], # TruthfulQA-style items (`editlab.data.load_truthfulqa`)
@@ -47,26 +47,15 @@ def head_activations(model:nn.Module, tok, prompts:list[str], answers:list[str],
     return torch.cat(out)
 
 # %% ../nbs/22_iti.ipynb #fb3f4df5
-def fit_head_probes(X:torch.Tensor, # [n, L, H, d] training activations
-                    y:torch.Tensor, # [n] labels in {0, 1}
-                    X_val:torch.Tensor, y_val:torch.Tensor, # validation activations and labels
-                    l2:float=1.0, # L2 penalty on the weights (1/C in scikit-learn terms)
-                    max_iter:int=25, # Newton steps at most
-                   )->pd.DataFrame:
-    "A logistic-regression probe per head, all fit together by batched Newton steps; accuracy per (layer, head)"
-    y = torch.as_tensor(y).float(); y_val = torch.as_tensor(y_val).float()
-    if len(X) == 0 or len(X_val) == 0: raise ValueError("empty training or validation set")
-    if y.min() == y.max(): raise ValueError("the training labels have one class only; probes need true and false answers")
-    X, X_val = torch.as_tensor(X).float(), torch.as_tensor(X_val).float()   # probes fit in float32, whatever the activations' dtype
-    n, L, H, d = X.shape
+def _fit_probes(X:torch.Tensor, y:torch.Tensor, l2:float=1.0, max_iter:int=25):
+    "L2-regularised logistic probes on standardised features, one per column m of X [n, m, d], by batched Newton steps"
+    n, m, d = X.shape
     mu, sd = X.mean(0), X.std(0).clamp_min(1e-6)
-    def design(A):  # [L*H, m, d+1]: standardised features plus a bias column
-        Z = ((A - mu) / sd).permute(1, 2, 0, 3).reshape(L*H, len(A), d)
-        return torch.cat([Z, torch.ones(L*H, len(A), 1)], -1)
-    Z, Zv = design(X.float()), design(X_val.float())
-    Zt = Z.transpose(1, 2).contiguous()
+    def design(A):  # [m, n, d+1]: standardised features plus a bias column
+        return torch.cat([((A - mu) / sd).transpose(0, 1), torch.ones(m, len(A), 1)], -1)
+    Z = design(X); Zt = Z.transpose(1, 2).contiguous()
     reg = torch.full((d+1,), float(l2)); reg[-1] = 0.0   # no penalty on the bias
-    w = torch.zeros(L*H, d+1)
+    w = torch.zeros(m, d+1)
     for _ in range(max_iter):
         p = torch.sigmoid(torch.bmm(Z, w[..., None])[..., 0])
         g = torch.bmm(Zt, (p - y)[..., None])[..., 0] + reg * w
@@ -74,11 +63,40 @@ def fit_head_probes(X:torch.Tensor, # [n, L, H, d] training activations
         step = torch.linalg.solve(Hs, g)
         w = w - step
         if step.abs().max() < 1e-5: break
-    acc = ((torch.bmm(Zv, w[..., None])[..., 0] > 0).float() == y_val).float().mean(-1).view(L, H)
-    tr = ((torch.bmm(Z, w[..., None])[..., 0] > 0).float() == y).float().mean(-1).view(L, H)
-    ll, hh = torch.meshgrid(torch.arange(L), torch.arange(H), indexing='ij')
-    return pd.DataFrame(dict(layer=ll.flatten().numpy(), head=hh.flatten().numpy(), val_acc=acc.flatten().numpy(),
-                             train_acc=tr.flatten().numpy())).sort_values('val_acc', ascending=False, kind='stable').reset_index(drop=True)
+    return w, sd, design
+
+def fit_head_probes(X:torch.Tensor, # [n, L, H, d] training activations
+                    y:torch.Tensor, # [n] labels in {0, 1}
+                    X_val:torch.Tensor, y_val:torch.Tensor, # validation activations and labels
+                    l2:float=1.0, # L2 penalty on the weights (1/C in scikit-learn terms)
+                    max_iter:int=25, # Newton steps at most
+                   )->pd.DataFrame:
+    "A logistic probe per head (all fit together); heads ranked by validation accuracy, ties broken by validation log-likelihood, then layer and head"
+    y = torch.as_tensor(y).float(); y_val = torch.as_tensor(y_val).float()
+    if len(X) == 0 or len(X_val) == 0: raise ValueError("empty training or validation set")
+    if y.min() == y.max(): raise ValueError("the training labels have one class only; probes need true and false answers")
+    X, X_val = torch.as_tensor(X).float(), torch.as_tensor(X_val).float()   # probes fit in float32, whatever the activations' dtype
+    n, L, H, d = X.shape
+    w, _, design = _fit_probes(X.reshape(n, L*H, d), y, l2, max_iter)
+    zv = torch.bmm(design(X_val.reshape(len(X_val), L*H, d)), w[..., None])[..., 0]   # [L*H, n_val] logits
+    acc = ((zv > 0).float() == y_val).float().mean(-1)
+    ll = -F.binary_cross_entropy_with_logits(zv, y_val.expand_as(zv), reduction='none').mean(-1)
+    tr = ((torch.bmm(design(X.reshape(n, L*H, d)), w[..., None])[..., 0] > 0).float() == y).float().mean(-1)
+    ll_, hh = torch.meshgrid(torch.arange(L), torch.arange(H), indexing='ij')
+    df = pd.DataFrame(dict(layer=ll_.flatten().numpy(), head=hh.flatten().numpy(), val_acc=acc.numpy(),
+                           val_ll=ll.numpy(), train_acc=tr.numpy()))
+    return df.sort_values(['val_acc', 'val_ll', 'layer', 'head'], ascending=[False, False, True, True]).reset_index(drop=True)
+
+def probe_directions(X:torch.Tensor, y:torch.Tensor, # [n, L, H, d] training activations and labels
+                     heads:list, # (layer, head) pairs
+                     l2:float=1.0, max_iter:int=25)->torch.Tensor:
+    "Unit weight vectors of the logistic probes at `heads`, in activation space, pointing towards 'true': [k, d]"
+    X = torch.as_tensor(X).float(); y = torch.as_tensor(y).float()
+    ls, hs = [int(l) for l, _ in heads], [int(h) for _, h in heads]
+    w, sd, _ = _fit_probes(X[:, ls, hs], y, l2, max_iter)
+    v = w[:, :-1] / sd                       # standardised-space weights back to activation space
+    return v / v.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+
 
 # %% ../nbs/22_iti.ipynb #6d2577b1
 def iti_intervention(X:torch.Tensor, y:torch.Tensor, # [n, L, H, d] training activations and labels
@@ -86,22 +104,26 @@ def iti_intervention(X:torch.Tensor, y:torch.Tensor, # [n, L, H, d] training act
                      k:int=16, # number of heads to shift
                      alpha:float=15.0, # strength, in units of sigma
                      model:nn.Module|None=None, # records the fingerprint
+                     direction:str='mass_mean', # 'mass_mean' (mean true - mean false) or 'probe' (the probe's weight vector)
+                     positions='all', # position rule of the shift ('all', an int p = from position p on, a list; see `position_mask`)
                     )->Intervention:
-    "ITI's mass-mean shift at the top-k heads, as an `Intervention` at `attn.hook_z` (one term per layer)"
+    "ITI's shift at the top-k heads, as an `Intervention` at `attn.hook_z` (one term per layer)"
     X = torch.as_tensor(X).float(); L, H, d = X.shape[1:]   # mass means and sigma in float32 (cast at the hook)
     if not 1 <= k <= L*H: raise ValueError(f"k must be in 1..{L*H} (layers x heads), got {k}")
     alpha = check_alpha(alpha)
+    if direction not in ('mass_mean', 'probe'): raise ValueError(f"direction must be 'mass_mean' or 'probe', got {direction!r}")
     y = torch.as_tensor(y).bool()
+    heads = [(int(a), int(b)) for a, b in ranking.head(k)[['layer', 'head']].values]
+    if direction == 'probe': P = probe_directions(X, y, heads)
     vecs = {}
-    for _, r in ranking.head(k).iterrows():
-        l, h = int(r.layer), int(r['head'])
-        theta = X[y, l, h].mean(0) - X[~y, l, h].mean(0)
+    for i, (l, h) in enumerate(heads):
+        theta = P[i] if direction == 'probe' else X[y, l, h].mean(0) - X[~y, l, h].mean(0)
         theta = theta / theta.norm().clamp_min(1e-12)
         sigma = (X[:, l, h] @ theta).std()
         vecs.setdefault(l, torch.zeros(H, d))[h] = alpha * sigma * theta
-    meta = dict(method='ITI', hparams=dict(k=k, alpha=alpha), heads=[[int(a), int(b)] for a, b in ranking.head(k)[['layer', 'head']].values])
+    meta = dict(method='ITI', hparams=dict(k=k, alpha=alpha, direction=direction), heads=[list(x) for x in heads])
     if model is not None: meta['fingerprint'] = fingerprint(model)
-    return Intervention([Term(hook_name(l, 'attn.hook_z'), v) for l, v in sorted(vecs.items())], meta)
+    return Intervention([Term(hook_name(l, 'attn.hook_z'), v, positions) for l, v in sorted(vecs.items())], meta)
 
 # %% ../nbs/22_iti.ipynb #442526f9
 from .registry import register
