@@ -36,6 +36,8 @@ def run(fn:Path):
     raw = read_nb(fn)
     nb = NBProcessor(fn, procs=FrontmatterProc, process=True).nb
     if len(nb.cells) != len(raw.cells): raise RuntimeError(f"{fn}: processed notebook has a different number of cells")
+    for c in nb.cells:   # a cell that now prints nothing must not keep what it printed before
+        if c.cell_type == 'code': c['outputs'] = []
     sh = CaptureShell(fn, mpl_format='png')
     t = time.time()
     try:
