@@ -29,13 +29,17 @@ def _version():
     except Exception: return 'unknown'
 
 class Applied:
-    "Handle returned by `apply`: `undo()` reverts (idempotent); usable as a context manager"
+    "Handle returned by `apply`: `undo()` reverts, once (a second `undo` is an error); usable as a context manager"
     def __init__(self, undo_fn, what:str):
         self._undo, self.what, self.active = undo_fn, what, True
     def undo(self):
-        if self.active: self._undo(); self.active = False
+        if not self.active:
+            raise RuntimeError(f"this handle ({self.what}) was already undone: each `apply` is undone once (the model is "
+                               "as it was before it); apply the artifact again to get a new handle")
+        self._undo(); self.active = False
     def __enter__(self): return self
-    def __exit__(self, *exc): self.undo()
+    def __exit__(self, *exc):   # a block whose handle was undone inside it has nothing left to undo
+        if self.active: self.undo()
     def __repr__(self): return f"Applied({self.what}, {'active' if self.active else 'undone'})"
 
 # %% ../nbs/02_artifacts.ipynb #2cef9e48

@@ -385,12 +385,13 @@ def test_apply_without_with_block_stays_until_undo(llama, batch):
     assert not torch.equal(out, ref_out) and _same_params(m, edited) and h.active and 'active' in repr(h)
     h.undo()
     assert _same_params(m, ref) and not h.active and 'undone' in repr(h)
-    # a second undo is harmless, even after the model was edited again in between
+    # a second undo is an error that changes nothing, even after the model was edited again in between
     h2 = WeightDelta({ORES: _randn((64, 96), 1, 0.5)}).apply(m)
     edited2 = _params(m)
-    h.undo()
+    with pytest.raises(RuntimeError, match='already undone'): h.undo()
     assert _same_params(m, edited2)
-    h2.undo(); h2.undo()
+    h2.undo()
+    with pytest.raises(RuntimeError, match='already undone'): h2.undo()
     assert _same_params(m, ref)
 
 def test_intervention_without_with_block_stays_until_undo(llama, batch):
@@ -399,7 +400,8 @@ def test_intervention_without_with_block_stays_until_undo(llama, batch):
     h = Intervention.from_vectors({'blocks.0.hook_resid_post': torch.ones(64)}, alpha=3.0).apply(m)
     gc.collect()
     assert not torch.equal(forward(m, **batch).logits, ref) and not _no_hooks(m)
-    h.undo(); h.undo()
+    h.undo()
+    with pytest.raises(RuntimeError, match='already undone'): h.undo()   # a second undo is an error, and changes nothing
     assert _no_hooks(m) and torch.equal(forward(m, **batch).logits, ref)
 
 def test_wd_out_of_order_undo_never_leaves_an_edit_behind(llama):

@@ -84,7 +84,8 @@ def wrong_undo_order(m):
 
 def twice(m):
     d = delta(m); h1 = d.apply(m); h2 = d.apply(m)
-    h2.undo(); h2.undo(); h1.undo(); h1.undo()     # undo is idempotent; reverse order restores bitwise
+    h2.undo(); h1.undo()                           # reverse order restores bitwise
+    h1.undo()                                      # a second undo is an error (the model is already as it was)
 
 def raise_inside(ctx, exc):
     with ctx: raise exc
@@ -220,8 +221,8 @@ CASES = [
     Case('unfingerprinted delta on a GPT-2', 'gpt2', lambda m, t, e: WeightDelta({DOWN0: torch.ones(2, 2)}).apply(m), KeyError, 'name no parameter of this model'),
     # double apply / undo, undo order
     Case('undo in the wrong order', 'llama', lambda m, t, e: wrong_undo_order(m), RuntimeError, 'reverse order'),
-    Case('double apply, double undo', 'llama', lambda m, t, e: twice(m), None),
-    Case('intervention applied twice, undone twice', 'llama', lambda m, t, e: [h.undo() for h in [vec(m).apply(m), vec(m).apply(m)][::-1] * 2], None),
+    Case('double apply, double undo', 'llama', lambda m, t, e: twice(m), RuntimeError, 'already undone'),
+    Case('intervention applied twice, undone twice', 'llama', lambda m, t, e: [h.undo() for h in [vec(m).apply(m), vec(m).apply(m)][::-1] * 2], RuntimeError, 'already undone'),
     # exceptions and KeyboardInterrupt inside edits
     Case('exception inside an applied delta', 'llama', lambda m, t, e: raise_inside(delta(m).apply(m), RuntimeError('inside')), RuntimeError, 'inside'),
     Case('KeyboardInterrupt inside an applied intervention', 'llama', lambda m, t, e: raise_inside(vec(m).apply(m), KeyboardInterrupt()), KeyboardInterrupt),

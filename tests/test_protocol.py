@@ -55,7 +55,8 @@ def test_protocol(llama, kind):
     assert _same(base_w, _weights(m)) != changes_weights
     h.undo()
     assert _same(base_w, _weights(m)) and torch.equal(_logits(m, tok), base) and no_hooks(m)
-    h.undo(); assert not h.active and _same(base_w, _weights(m)) and torch.equal(_logits(m, tok), base)   # a second undo changes nothing
+    with pytest.raises(RuntimeError, match='already undone'): h.undo()   # a second undo is an error and changes nothing
+    assert not h.active and _same(base_w, _weights(m)) and torch.equal(_logits(m, tok), base)
     with art.apply(m): assert not torch.equal(_logits(m, tok), base)
     assert _same(base_w, _weights(m)) and no_hooks(m)
     # cost: numbers stored, base weights changed

@@ -76,7 +76,8 @@ def test_alpha_interpolates_and_undo_is_clean(llama):
     with art.apply(m, alpha=0.5): l_half = _logits(m, tok)
     with (0.5 * art).apply(m): assert torch.equal(_logits(m, tok), l_half)
     h = art.apply(m); assert _hooks_left(m) > 0
-    h.undo(); h.undo()
+    h.undo()
+    with pytest.raises(RuntimeError, match='already undone'): h.undo()
     assert _hooks_left(m) == 0 and _unchanged(m, snap) and torch.equal(_logits(m, tok), base)
     with pytest.raises(RuntimeError):
         with art.apply(m): raise RuntimeError('boom')
