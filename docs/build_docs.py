@@ -342,7 +342,7 @@ def site_settings(cfg:dict, src:Path, out:Path, nav:list)->dict:
             'site_url': cfg.get('doc_host', '').rstrip('/') + '/' + cfg.get('doc_baseurl', '').strip('/') + '/',
             'docs_dir': str(src), 'site_dir': str(out), 'nav': nav,
             'extra': {'generator': False, 'social': [{'icon': 'fontawesome/brands/github', 'link': cfg['git_url']}],
-                      'polyfills': ['iframe-worker-shim.js']}}   # vendored: the offline plugin would load it from unpkg.com
+                      'polyfills': ['iframe-worker-shim.js']}}   # ours (a worker stand-in for file:// pages); without a polyfill named so, the offline plugin would load one from unpkg.com
 
 def write_markdown(nbs_path:Path, src:Path, only=None, n_workers:int=2, quiet:bool=False, cache:bool=True)->tuple[list, list]:
     "Process the notebooks and write their Markdown pages into `src`; (nav, pages written)"

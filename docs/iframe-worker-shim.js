@@ -1,3 +1,39 @@
-/* iframe-worker 1.0.4, shim/index.js (https://github.com/squidfunk/iframe-worker), MIT License, Copyright (c) 2020-2022 Martin Donath.
-   Vendored so the offline search works from file:// without loading it from a CDN. */
-"use strict";(()=>{function c(s,n){parent.postMessage(s,n||"*")}function d(...s){return s.reduce((n,e)=>n.then(()=>new Promise(r=>{let t=document.createElement("script");t.src=e,t.onload=r,document.body.appendChild(t)})),Promise.resolve())}var o=class extends EventTarget{constructor(e){super();this.url=e;this.m=e=>{e.source===this.w&&(this.dispatchEvent(new MessageEvent("message",{data:e.data})),this.onmessage&&this.onmessage(e))};this.e=(e,r,t,i,m)=>{if(r===`${this.url}`){let a=new ErrorEvent("error",{message:e,filename:r,lineno:t,colno:i,error:m});this.dispatchEvent(a),this.onerror&&this.onerror(a)}};let r=document.createElement("iframe");r.hidden=!0,document.body.appendChild(this.iframe=r),this.w.document.open(),this.w.document.write(`<html><body><script>postMessage=${c};importScripts=${d};addEventListener("error",({error})=>{parent.dispatchEvent(new ErrorEvent("error",{filename:"${e}",error}))})<\/script><script src=${e}?${+Date.now()}><\/script></body></html>`),this.w.document.close(),onmessage=this.m,onerror=this.e,this.r=new Promise((t,i)=>{this.w.onload=t,this.w.onerror=i})}terminate(){this.iframe.remove(),onmessage=onerror=null}postMessage(e){this.r.catch().then(()=>{this.w.dispatchEvent(new MessageEvent("message",structuredClone({data:e})))})}get w(){return this.iframe.contentWindow}};window.IFrameWorker=o;location.protocol==="file:"&&(window.Worker=o);})();
+/* editlab's stand-in for a Web Worker on pages opened from file://, where browsers refuse to start workers (the
+   docs' search runs in one). The worker script runs in a hidden iframe of the page; messages are relayed both ways.
+   Material's search worker looks for `IFrameWorker` on its parent to find its files and awaits `importScripts`, so
+   `importScripts` here loads the scripts in order and returns a promise. */
+(() => {
+  "use strict";
+  const load = (doc, urls) => urls.reduce((done, url) => done.then(() => new Promise((ok, fail) => {
+    const s = doc.createElement("script");
+    s.src = url; s.onload = ok; s.onerror = () => fail(new Error(`could not load ${url}`));
+    doc.body.appendChild(s);
+  })), Promise.resolve());
+  class IFrameWorker extends EventTarget {
+    constructor(url) {
+      super();
+      this.frame = document.createElement("iframe");
+      this.frame.hidden = true;
+      document.body.appendChild(this.frame);
+      const win = this.win = this.frame.contentWindow, doc = win.document;
+      doc.open(); doc.write("<!doctype html><html><head></head><body></body></html>"); doc.close();
+      win.postMessage = data => this.deliver(data);          // the worker's replies come to this object
+      win.importScripts = (...urls) => load(doc, urls);
+      this.ready = load(doc, [new URL(url, location.href).href]);
+      this.ready.catch(error => {
+        const e = new ErrorEvent("error", {message: error.message, error});
+        this.dispatchEvent(e); if (this.onerror) this.onerror(e);
+      });
+    }
+    deliver(data) {
+      const e = new MessageEvent("message", {data});
+      this.dispatchEvent(e); if (this.onmessage) this.onmessage(e);
+    }
+    postMessage(data) {
+      this.ready.then(() => this.win.dispatchEvent(new MessageEvent("message", {data: structuredClone(data)})));
+    }
+    terminate() { this.frame.remove(); }
+  }
+  window.IFrameWorker = IFrameWorker;
+  if (location.protocol === "file:") window.Worker = IFrameWorker;
+})();
