@@ -42,6 +42,19 @@ class Applied:
         if self.active: self.undo()
     def __repr__(self): return f"Applied({self.what}, {'active' if self.active else 'undone'})"
 
+def _applied(model)->dict: return model.__dict__.setdefault('_editlab_applied', {})
+
+def _not_applied(model, art, kind:str):
+    "Refuse to apply an artifact that is already applied to `model` (applied, and its handle not undone)"
+    if _applied(model).get(id(art)) is art:
+        raise RuntimeError(f"this {kind} is already applied to the model (its handle was not undone): undo it first; to add "
+                           "it twice on purpose, apply `2 * artifact`, or a copy (`1 * artifact`)")
+
+def _mark_applied(model, art):
+    "Record `art` as applied to `model`; returns the function that forgets it (called by the handle's undo)"
+    d = _applied(model); d[id(art)] = art
+    return lambda: d.pop(id(art), None)
+
 # %% ../nbs/02_artifacts.ipynb #2cef9e48
 def check_alpha(alpha, # a scale for an artifact
                 what:str='alpha')->float:
@@ -200,6 +213,7 @@ def _apply_delta(self:WeightDelta, model:nn.Module, alpha:float=1.0, strict:bool
     "Add `alpha` x the deltas to `model`'s weights; returns a handle whose `undo()` restores them bitwise"
     alpha = check_alpha(alpha)
     self.check_model(model, strict)
+    _not_applied(model, self, 'WeightDelta')
     params = dict(model.named_parameters())
     canon = canonical_names(model)
     missing = [n for n in self.deltas if n not in canon]
@@ -238,11 +252,12 @@ def _apply_delta(self:WeightDelta, model:nn.Module, alpha:float=1.0, strict:bool
     except BaseException:
         restore(); raise
     stack = _edit_stack(model); token = object(); stack.append(token)
+    release = _mark_applied(model, self)
     def undo():
         if not stack or stack[-1] is not token:
             raise RuntimeError("undo weight edits in the reverse order of applying them (or use nested `with` blocks): "
                                "a later edit is still applied on top of this one")
-        restore(); stack.pop()
+        restore(); stack.pop(); release()
     return Applied(undo, f"{len(saved)} weights")
 
 def _offload_slots(model, todo, canon)->dict:
@@ -381,6 +396,7 @@ class Intervention(Artifact):
         "Attach every term (scaled by `alpha`) as a hook; the handle's `undo()` removes them"
         alpha = check_alpha(alpha)
         self.check_model(model, strict)
+        _not_applied(model, self, 'Intervention')
         for t in self.terms:   # every term checked before any hook is attached: shape, and finite x alpha in the activations' dtype
             resolve_hooks(model, t.hook)
             check_vector(alpha*t.vec, hook_shape(model, t.hook), f"vector at {t.hook}" + (f" times alpha {alpha:g}" if alpha != 1 else ''),
@@ -392,7 +408,8 @@ class Intervention(Artifact):
         except BaseException:
             for r in removers: r()
             raise
-        return Applied(lambda: [r() for r in reversed(removers)], f"{len(removers)} hooks")
+        release = _mark_applied(model, self)
+        return Applied(lambda: ([r() for r in reversed(removers)], release()), f"{len(removers)} hooks")
 
     def _to_tensors(self):
         return ({f"{i}:{t.hook}": t.vec for i, t in enumerate(self.terms)},

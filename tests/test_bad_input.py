@@ -78,14 +78,19 @@ def patched(env, obj, name, wrap, call):
     finally: env['mp'].undo()
 
 def wrong_undo_order(m):
-    d = delta(m); h1 = d.apply(m); h2 = d.apply(m)
+    d = delta(m); h1 = d.apply(m); h2 = (1 * d).apply(m)
     try: h1.undo()
     finally: h2.undo(); h1.undo()
 
 def twice(m):
-    d = delta(m); h1 = d.apply(m); h2 = d.apply(m)
+    d = delta(m); h1 = d.apply(m); h2 = (1 * d).apply(m)   # a copy stacks; the same artifact twice is refused (below)
     h2.undo(); h1.undo()                           # reverse order restores bitwise
     h1.undo()                                      # a second undo is an error (the model is already as it was)
+
+def apply_twice(m, make):
+    a = make(m); h = a.apply(m)
+    try: a.apply(m)                                # refused: already applied
+    finally: h.undo()
 
 def raise_inside(ctx, exc):
     with ctx: raise exc
@@ -223,6 +228,8 @@ CASES = [
     Case('undo in the wrong order', 'llama', lambda m, t, e: wrong_undo_order(m), RuntimeError, 'reverse order'),
     Case('double apply, double undo', 'llama', lambda m, t, e: twice(m), RuntimeError, 'already undone'),
     Case('intervention applied twice, undone twice', 'llama', lambda m, t, e: [h.undo() for h in [vec(m).apply(m), vec(m).apply(m)][::-1] * 2], RuntimeError, 'already undone'),
+    Case('the same delta applied twice', 'llama', lambda m, t, e: apply_twice(m, delta), RuntimeError, 'already applied'),
+    Case('the same intervention applied twice', 'llama', lambda m, t, e: apply_twice(m, vec), RuntimeError, 'already applied'),
     # exceptions and KeyboardInterrupt inside edits
     Case('exception inside an applied delta', 'llama', lambda m, t, e: raise_inside(delta(m).apply(m), RuntimeError('inside')), RuntimeError, 'inside'),
     Case('KeyboardInterrupt inside an applied intervention', 'llama', lambda m, t, e: raise_inside(vec(m).apply(m), KeyboardInterrupt()), KeyboardInterrupt),
