@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np, pandas as pd, torch
 from editlab.models import load_model, adapter, cache_dir
 from editlab.data import load_truthfulqa, load_icl_task, split
-from editlab.evaluate import mc_scores
+from editlab.evaluate import mc_scores, interval
 from editlab.lofit import (tqa_preferences, icl_completions, reference_logprobs, select_heads, top_heads, bias_tune, lora_tune,
                            icl_exact_match)
 from editlab.iti import qa_pairs, head_activations, fit_head_probes, iti_intervention
@@ -52,11 +52,9 @@ def done(task:str, fold:int)->set:
     if not RUNS.exists(): return set()
     r = pd.read_csv(RUNS); return set(r[(r.task == task) & (r.fold == fold)].method)
 
-def boot_ci(x:np.ndarray, n:int=2000, seed:int=0)->tuple[float, float]:
-    "95% percentile bootstrap interval of the mean"
-    x = np.asarray(x, float); rng = np.random.default_rng(seed)
-    m = x[rng.integers(0, len(x), (n, len(x)))].mean(1)
-    return float(np.quantile(m, 0.025)), float(np.quantile(m, 0.975))
+def boot_ci(x:np.ndarray)->tuple[float, float]:
+    "95% percentile bootstrap interval of the mean (`evaluate.interval`, seed 0, 2,000 resamples)"
+    return interval(x)[1:]
 
 def summarize()->pd.DataFrame:
     "lofit_table.csv: per (task, split, method) the mean of each metric with its 95% interval, trainable numbers, time ratios"
