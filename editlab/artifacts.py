@@ -4,7 +4,7 @@
 
 # %% ../nbs/02_artifacts.ipynb #f6e90086
 from __future__ import annotations
-import json, math, numbers, os, warnings
+import contextlib, json, math, numbers, os, warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import NamedTuple
@@ -18,9 +18,9 @@ from .models import adapter, fingerprint, offload_slot
 from .hooks import add_hook, add_vector, hook_shape, check_vector, resolve_hooks, parse_hook
 
 # %% auto #0
-__all__ = ['Applied', 'check_alpha', 'Artifact', 'LowRank', 'WeightDelta', 'canonical_names', 'Term', 'Intervention',
-           'safetensors_files', 'checkpoint_layout', 'read_tensor', 'check_layouts', 'check_vocab', 'is_float_dtype',
-           'check_checkpoints']
+__all__ = ['Applied', 'is_applied', 'refuse_reapply', 'track_applied', 'while_applied', 'check_alpha', 'Artifact', 'LowRank',
+           'WeightDelta', 'canonical_names', 'Term', 'Intervention', 'safetensors_files', 'checkpoint_layout',
+           'read_tensor', 'check_layouts', 'check_vocab', 'is_float_dtype', 'check_checkpoints']
 
 # %% ../nbs/02_artifacts.ipynb #7305d4d7
 def _version():
@@ -44,16 +44,28 @@ class Applied:
 
 def _applied(model)->dict: return model.__dict__.setdefault('_editlab_applied', {})
 
-def _not_applied(model, art, kind:str):
-    "Refuse to apply an artifact that is already applied to `model` (applied, and its handle not undone)"
-    if _applied(model).get(id(art)) is art:
+def is_applied(art, model:nn.Module)->bool:
+    "Whether `art` is applied to `model` now (applied, and its handle not undone)"
+    return _applied(model).get(id(art)) is art
+
+def refuse_reapply(art, model:nn.Module):
+    "Refuse to apply `art` while an earlier application of it to `model` is active; every kind's `apply` calls this first"
+    if is_applied(art, model):
+        kind = getattr(art, 'kind', type(art).__name__)
         raise RuntimeError(f"this {kind} is already applied to the model (its handle was not undone): undo it first; to add "
                            "it twice on purpose, apply `2 * artifact`, or a copy (`1 * artifact`)")
 
-def _mark_applied(model, art):
-    "Record `art` as applied to `model`; returns the function that forgets it (called by the handle's undo)"
+def track_applied(art, model:nn.Module, handle:Applied)->Applied:
+    "Record `art` as applied to `model` until `handle` is undone (every kind's `apply` returns its handle through this)"
     d = _applied(model); d[id(art)] = art
-    return lambda: d.pop(id(art), None)
+    undo = handle._undo
+    def undo_then_forget(): undo(); d.pop(id(art), None)   # an undo that raises (out of order) keeps the record
+    handle._undo = undo_then_forget
+    return handle
+
+def while_applied(art, model:nn.Module, **kwargs):
+    "Context with `art` applied to `model`: an application already active is reused (and left on), else `art.apply(model, **kwargs)`, undone at exit"
+    return contextlib.nullcontext() if is_applied(art, model) else art.apply(model, **kwargs)
 
 # %% ../nbs/02_artifacts.ipynb #2cef9e48
 def check_alpha(alpha, # a scale for an artifact
@@ -213,7 +225,7 @@ def _apply_delta(self:WeightDelta, model:nn.Module, alpha:float=1.0, strict:bool
     "Add `alpha` x the deltas to `model`'s weights; returns a handle whose `undo()` restores them bitwise"
     alpha = check_alpha(alpha)
     self.check_model(model, strict)
-    _not_applied(model, self, 'WeightDelta')
+    refuse_reapply(self, model)
     params = dict(model.named_parameters())
     canon = canonical_names(model)
     missing = [n for n in self.deltas if n not in canon]
@@ -252,13 +264,12 @@ def _apply_delta(self:WeightDelta, model:nn.Module, alpha:float=1.0, strict:bool
     except BaseException:
         restore(); raise
     stack = _edit_stack(model); token = object(); stack.append(token)
-    release = _mark_applied(model, self)
     def undo():
         if not stack or stack[-1] is not token:
             raise RuntimeError("undo weight edits in the reverse order of applying them (or use nested `with` blocks): "
                                "a later edit is still applied on top of this one")
-        restore(); stack.pop(); release()
-    return Applied(undo, f"{len(saved)} weights")
+        restore(); stack.pop()
+    return track_applied(self, model, Applied(undo, f"{len(saved)} weights"))
 
 def _offload_slots(model, todo, canon)->dict:
     "Canonical name -> the accelerate weights-map slots of it and of its tied aliases (each module loads its own key); [] when not offloaded"
@@ -396,7 +407,7 @@ class Intervention(Artifact):
         "Attach every term (scaled by `alpha`) as a hook; the handle's `undo()` removes them"
         alpha = check_alpha(alpha)
         self.check_model(model, strict)
-        _not_applied(model, self, 'Intervention')
+        refuse_reapply(self, model)
         for t in self.terms:   # every term checked before any hook is attached: shape, and finite x alpha in the activations' dtype
             resolve_hooks(model, t.hook)
             check_vector(alpha*t.vec, hook_shape(model, t.hook), f"vector at {t.hook}" + (f" times alpha {alpha:g}" if alpha != 1 else ''),
@@ -408,8 +419,7 @@ class Intervention(Artifact):
         except BaseException:
             for r in removers: r()
             raise
-        release = _mark_applied(model, self)
-        return Applied(lambda: ([r() for r in reversed(removers)], release()), f"{len(removers)} hooks")
+        return track_applied(self, model, Applied(lambda: [r() for r in reversed(removers)], f"{len(removers)} hooks"))
 
     def _to_tensors(self):
         return ({f"{i}:{t.hook}": t.vec for i, t in enumerate(self.terms)},

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 from .models import adapter, fingerprint, check_layer, in_features, frozen
 from .hooks import capture, forward, hook_name
-from .artifacts import Artifact, Applied
+from .artifacts import Artifact, Applied, refuse_reapply, track_applied
 from .evaluate import encode_prompt, encode_target, target_logprobs, pad_batch, check_records
 from .rome import context_prefixes, edit_contexts, unembed_logits
 from .tpatcher import PatchSet, attach_patches, fast_path, patch_losses, memory_inputs, wikitext_sentences
@@ -56,6 +56,7 @@ def _apply_calinet(self:CaliNet, model:nn.Module, # the model the memory was tra
                   )->Applied:
     "Attach every layer's calibration slots; the handle's `undo()` removes all their hooks"
     self.check_model(model, strict)
+    refuse_reapply(self, model)
     for m in self.memories: m._check_widths(model)
     removers = []
     def undo():
@@ -63,7 +64,7 @@ def _apply_calinet(self:CaliNet, model:nn.Module, # the model the memory was tra
     try:
         for m in self.memories: removers.append(attach_patches(model, m.layer, m.keys, m.bias, m.values, m.act))
     except BaseException: undo(); raise
-    return Applied(undo, f"{len(self)} calibration slots at blocks {self.layers}")
+    return track_applied(self, model, Applied(undo, f"{len(self)} calibration slots at blocks {self.layers}"))
 
 def _add_calinet(self:CaliNet, o):
     "Both memories: slot sets at the same layer are concatenated (their outputs add)"

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 from .models import adapter, fingerprint, check_layer, frozen
 from .hooks import add_hook, capture, intervene, forward, encode, hook_name, hook_shape, get_activations, kv_cache
-from .artifacts import Artifact, Applied
+from .artifacts import Artifact, Applied, refuse_reapply, track_applied, while_applied
 from .evaluate import encode_prompt, encode_target, subject_span, check_records
 from .rome import run_tail, unembed_logits
 from .finetune import LossScale
@@ -125,6 +125,7 @@ def _apply_codebook(self:Codebook, model:nn.Module, # the model the codebook was
                    )->Applied:
     "Attach the codebook's lookup at its layer; the handle's `undo()` removes the hooks"
     self.check_model(model, strict)
+    refuse_reapply(self, model)
     check_layer(adapter(model), self.layer)
     self._check_widths(model)
     kh, vh = self.hooks
@@ -143,7 +144,7 @@ def _apply_codebook(self:Codebook, model:nn.Module, # the model the codebook was
     except BaseException:
         for r in removers: r()
         raise
-    return Applied(lambda: [r() for r in reversed(removers)], f"codebook of {len(self)} entries at {vh}")
+    return track_applied(self, model, Applied(lambda: [r() for r in reversed(removers)], f"codebook of {len(self)} entries at {vh}"))
 
 Codebook._check_widths, Codebook.apply = _check_widths, _apply_codebook
 
@@ -154,7 +155,7 @@ def _query(self:Codebook, model:nn.Module, tok, # model (the one the codebook wa
     "Per prompt: the nearest entry, its distance and radius, and the entry the lookup selects at the last token (-1: none)"
     if isinstance(prompts, str): prompts = [prompts]
     kh = self.hooks[0]
-    with self.apply(model): q = get_activations(model, tok, list(prompts), kh, positions='last', batch_size=batch_size)[kh]
+    with while_applied(self, model): q = get_activations(model, tok, list(prompts), kh, positions='last', batch_size=batch_size)[kh]
     d = self.distances(q)
     near = d.argmin(-1) if len(self) else torch.full((len(prompts),), -1)
     dist = d.gather(-1, near.clamp_min(0)[:, None])[:, 0] if len(self) else torch.full((len(prompts),), float('inf'))
@@ -184,7 +185,7 @@ def train_value(model:nn.Module, tok, # model and tokenizer
         return torch.cat([v.to(x.dtype).expand(x.shape[0], 1, -1), x[:, 1:]], 1)
     log = []
     with frozen(model):
-        with book.apply(model, strict=False):
+        with while_applied(book, model, strict=False):
             groups = []
             for i, pr in enumerate(prompts):
                 P = encode_prompt(tok, pr)
@@ -220,7 +221,7 @@ def _key_position(tok, r:dict, token:str)->int:
 def _read_key(model, tok, book:Codebook, prompt:str, pos:int):
     "(query at the key hook, the layer's own output at the value hook) at token `pos` of the prompt, the codebook applied"
     kh, vh = book.hooks
-    with torch.no_grad(), book.apply(model, strict=False), capture(model, [kh, vh], positions=torch.tensor([pos])) as c:
+    with torch.no_grad(), while_applied(book, model, strict=False), capture(model, [kh, vh], positions=torch.tensor([pos])) as c:
         forward(model, **encode(tok, [prompt]))
     return c[kh][0].float(), c[vh][0].float()
 

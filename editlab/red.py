@@ -10,7 +10,7 @@ import torch
 from torch import nn
 from .models import adapter, fingerprint, is_conv1d, model_device
 from .hooks import HOOK_KINDS, hook_name, hook_shape, parse_hook, add_hook, check_vector, forward
-from .artifacts import Intervention, Term, WeightDelta, Applied, check_alpha
+from .artifacts import Intervention, Term, WeightDelta, Applied, check_alpha, refuse_reapply, track_applied
 from .lofit import TaskData, train_params, check_texts
 from .fold import fold, FoldError
 
@@ -81,6 +81,7 @@ class REDIntervention(Intervention):
         "Attach s' ⊙ h + b' at every hook (s' = 1 + alpha(s - 1), b' = alpha b); the handle's `undo()` removes the hooks"
         alpha = check_alpha(alpha)
         self.check_model(model, strict)
+        refuse_reapply(self, model)
         for t in self.terms:
             parse_hook(model, t.hook)
             check_vector(t.vec, hook_shape(model, t.hook), f"bias at {t.hook}")
@@ -94,7 +95,7 @@ class REDIntervention(Intervention):
         except BaseException:
             for r in removers: r()
             raise
-        return Applied(lambda: [r() for r in reversed(removers)], f"{len(removers)} scale-and-bias hooks")
+        return track_applied(self, model, Applied(lambda: [r() for r in reversed(removers)], f"{len(removers)} scale-and-bias hooks"))
 
     def _to_tensors(self):
         t = {}

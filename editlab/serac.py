@@ -404,7 +404,7 @@ def _load(cls, path:str|Path, base:nn.Module, tok, # file from `save`; the model
 SeracModel.save, SeracModel.load = _save, _load
 
 # %% ../nbs/38_serac.ipynb #dea0ceb4
-from .artifacts import Applied
+from .artifacts import Applied, refuse_reapply, track_applied
 from .registry import register, default_file
 from .data import load_counterfact
 
@@ -414,9 +414,10 @@ def _serac_apply(self:SeracModel, model:nn.Module, # the model this memory route
     if not isinstance(model, nn.Module): return nn.Module.apply(self, model)
     if model is not self.base:
         raise ValueError("this SERAC memory routes another model: apply it to the model it was built on (its `base`)")
+    refuse_reapply(self, model)
     h = Applied(lambda: None, f"SERAC memory of {len(self)} edits")
     h.model = self
-    return h
+    return track_applied(self, model, h)
 
 SeracModel.apply = _serac_apply
 

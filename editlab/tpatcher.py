@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 from .models import adapter, fingerprint, check_layer, in_features, frozen
 from .hooks import add_hook, intervene, capture, forward, encode, hook_name
-from .artifacts import Artifact, Applied
+from .artifacts import Artifact, Applied, refuse_reapply, track_applied, while_applied
 from .evaluate import encode_prompt, encode_target, check_records
 from .rome import unembed_logits
 from .finetune import LossScale
@@ -107,9 +107,10 @@ def _apply_patches(self:PatchSet, model:nn.Module, # the model the patches were 
                   )->Applied:
     "Attach the patch neurons; the handle's `undo()` removes the hooks"
     self.check_model(model, strict)
+    refuse_reapply(self, model)
     self._check_widths(model)
     rm = attach_patches(model, self.layer, self.keys, self.bias, self.values, self.act)
-    return Applied(rm, f"{len(self)} patch neurons at blocks.{self.layer}")
+    return track_applied(self, model, Applied(rm, f"{len(self)} patch neurons at blocks.{self.layer}"))
 
 PatchSet._check_widths, PatchSet.apply = _check_widths, _apply_patches
 
@@ -194,7 +195,7 @@ def train_patch(model:nn.Module, tok, # model (frozen) and tokenizer
     f = ACTS[patches.act]
     log = []
     with frozen(model):
-        with torch.no_grad(), patches.apply(model, strict=False), capture(model, [hook_name(L, 'hook_resid_post')]) as c:
+        with torch.no_grad(), while_applied(patches, model, strict=False), capture(model, [hook_name(L, 'hook_resid_post')]) as c:
             rec = {}
             hk = ad.up(L).register_forward_pre_hook(lambda mod, args: rec.__setitem__('x', args[0]))
             try: forward(model, ids)
@@ -219,7 +220,7 @@ def train_patch(model:nn.Module, tok, # model (frozen) and tokenizer
                 else:
                     rm = attach_patches(model, L, k[None], b[None], (amplify * v)[None], patches.act)
                     try:
-                        with patches.apply(model, strict=False): z = forward(model, ids).logits[0, pos].float()
+                        with while_applied(patches, model, strict=False): z = forward(model, ids).logits[0, pos].float()
                     finally: rm()
                 nll = F.cross_entropy(z, T.to(z.device))
                 la, lm = patch_losses(a[pos], mem @ k + b, act_margin, margin1, margin2)

@@ -2,7 +2,7 @@
 import pytest, torch
 from editlab.models import tiny_model, adapter, fingerprint, in_features
 from editlab.hooks import forward, encode
-from editlab.artifacts import Artifact, WeightDelta, Intervention, Applied
+from editlab.artifacts import Artifact, WeightDelta, Intervention, Applied, is_applied
 from editlab.compare import artifact_cost
 from editlab.grace import Codebook
 from editlab.tpatcher import PatchSet
@@ -106,6 +106,30 @@ def test_algebra_or_a_clear_error(llama, kind):
         base_free = _logits(m, tok)
     assert torch.allclose(base_free, _logits(m, tok), atol=1e-5)       # a + (-a), or 0·a, does nothing
     with pytest.raises(TypeError, match='finite number'): art * float('nan')
+
+@pytest.mark.parametrize('kind', SAVED)
+def test_applied_twice_is_refused(llama, kind):
+    "The same artifact applied again while its handle is active: a clear error, the model as the first apply left it; after undo it applies again"
+    m, tok = llama
+    art, _ = _artifact(m, tok, kind)
+    base_w, base = _weights(m), _logits(m, tok)
+    with art.apply(m) as h:
+        on_w, on = _weights(m), _logits(_routed(h, m), tok)
+        with pytest.raises(RuntimeError, match=f'this {kind} is already applied.*undo it first'): art.apply(m)
+        assert _same(on_w, _weights(m)) and torch.equal(_logits(_routed(h, m), tok), on) and is_applied(art, m)
+    assert not is_applied(art, m) and _same(base_w, _weights(m)) and no_hooks(m) and torch.equal(_logits(m, tok), base)
+    with art.apply(m) as h: assert torch.equal(_logits(_routed(h, m), tok), on)    # a fresh application after the undo
+    if kind != 'SeracModel':    # a copy is another artifact: it stacks on purpose
+        with art.apply(m), (1 * art if kind != 'Codebook' else art.copy()).apply(m): pass
+        assert _same(base_w, _weights(m)) and no_hooks(m)
+
+def test_internal_lookups_reuse_an_active_application(llama):
+    "GRACE's query applies its codebook only when it is not applied already: inside the user's own `with` it reuses that one"
+    m, tok = llama
+    book, _ = _kinds(m)['Codebook']
+    alone = book.query(m, tok, ['the big world is'])
+    with book.apply(m): inside = book.query(m, tok, ['the big world is'])
+    assert alone.equals(inside) and not is_applied(book, m) and no_hooks(m)
 
 def test_serac_memory_speaks_apply_and_refuses_algebra(llama):
     "SERAC's memory: routing attaches at apply time (the handle's model), the base weights and hooks untouched, cost read, algebra a clear error"

@@ -83,6 +83,11 @@ def test_alpha_interpolates_and_undo_is_clean(llama):
         with art.apply(m): raise RuntimeError('boom')
     assert _hooks_left(m) == 0
     with pytest.raises(TypeError, match='do not add'): art + art
+    with art.apply(m):                                            # the same artifact again while applied: refused, nothing added
+        on = _logits(m, tok); n = _hooks_left(m)
+        with pytest.raises(RuntimeError, match='REDIntervention is already applied'): art.apply(m)
+        assert _hooks_left(m) == n and torch.equal(_logits(m, tok), on)
+    assert _hooks_left(m) == 0 and torch.equal(_logits(m, tok), base)
 
 def test_fold_matches_hooks(llama):
     m, tok = llama
