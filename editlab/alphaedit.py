@@ -131,9 +131,9 @@ def _projectors(model, tok, layers, threshold, corpus, n_tokens):   # the edited
     Ls = sorted({frac_layer(model, l) for l in layers})
     return Ls, {l: null_space(layer_stats(model, tok, l, stats_corpus(corpus), n_tokens=n_tokens, progress=False), threshold) for l in Ls}
 
-def alphaedit_sequence(model, tok, layers, threshold, l2, corpus, n_tokens):
-    "AlphaEdit in sequence: each call also keeps the keys of all earlier calls unchanged (`AlphaEditSequence`)"
-    return AlphaEditSequence(*_projectors(model, tok, layers, threshold, corpus, n_tokens), l2=l2)
+def alphaedit_sequence(model, tok, layers, threshold, l2, corpus, n_tokens, folder=None):
+    "AlphaEdit in sequence: each call also keeps the keys of all earlier calls unchanged (`AlphaEditSequence`; `folder`: kept on disk)"
+    return AlphaEditSequence(*_projectors(model, tok, layers, threshold, corpus, n_tokens), folder=folder, l2=l2)
 
 @register('AlphaEdit', 'editing', 'WeightDelta', 'Fang et al. 2025, AlphaEdit: Null-Space Constrained Knowledge Editing for Language Models '
           '(ICLR 2025, arXiv:2410.02355)', defaults=dict(layers=(2, 3, 4), threshold=1e-2, l2=1.0, corpus=None, n_tokens=50_000),

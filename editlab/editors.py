@@ -4,7 +4,9 @@
 
 # %% ../nbs/06_editors.ipynb #408f7c46
 from __future__ import annotations
+import inspect
 from collections.abc import Mapping
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Callable
 import pandas as pd
@@ -91,6 +93,7 @@ def sequential_methods()->list[str]:
     return [n for n, m in family_methods('editing').items() if 'sequential' in m.extra]
 
 def sequential_editor(method:str, model:nn.Module, tok, # a registered name; model and tokenizer
+                      state_dir=None, # folder under which a form that carries state between calls (AlphaEdit's keys) keeps it, in a subfolder named by its stem, so a resumed study finds it; None: memory only
                       **hp, # hyper-parameters overriding the method's defaults and its sequential settings
                      )->dict:
     "`sequential_study` arguments of a registered editor (`editor`, `incremental`, `batch`) and the `stem` its results are saved under"
@@ -104,7 +107,10 @@ def sequential_editor(method:str, model:nn.Module, tok, # a registered name; mod
     kw = {**m.defaults, **s.get('hp', {}), **hp}
     bad = set(kw) - set(m.defaults)
     if bad: raise TypeError(f"{m.name} has no hyper-parameter(s) {sorted(bad)}; it takes {sorted(m.defaults)}")
+    stem = s.get('stem', _slug(m.name))
+    if state_dir is not None and 'folder' in inspect.signature(s.get('factory', m.fn)).parameters:   # forms with no state ignore it
+        kw['folder'] = Path(state_dir)/stem
     ed = s.get('factory', m.fn)(model, tok, **kw)
     inc = bool(s.get('incremental', True))
     fn = (lambda mm, t, rs, prev: ed(mm, t, rs)) if inc else (lambda mm, t, rs, prev: ed(mm, t, rs, prev=prev))
-    return dict(editor=fn, incremental=inc, batch=int(s.get('batch', 10 if m.extra.get('batch') else 1)), stem=s.get('stem', _slug(m.name)))
+    return dict(editor=fn, incremental=inc, batch=int(s.get('batch', 10 if m.extra.get('batch') else 1)), stem=stem)
