@@ -117,6 +117,7 @@ def pad_batch(seqs:list[list[int]], pad_id:int, side:str):
         ids[i, sl] = torch.tensor(s); mask[i, sl] = 1
     return ids, mask
 
+@torch.no_grad()
 def target_logprobs(model:nn.Module, tok, # model and tokenizer
                     prompts:list[str], # one prompt per target
                     targets:list[str], # continuation to score (a leading space is added as the tokenizer needs)
@@ -125,7 +126,7 @@ def target_logprobs(model:nn.Module, tok, # model and tokenizer
                     per_token:bool=False, # also return each token's log-prob
                     token_acc:bool=False, # also return the fraction of target tokens that are the argmax (teacher-forced)
                    ):
-    "Summed log-prob of each target after its prompt, teacher-forced: tensor [n] (float64)"
+    "Summed log-prob of each target after its prompt, teacher-forced: tensor [n] (float64); a score, computed without gradients"
     if isinstance(prompts, str): prompts = [prompts]
     if isinstance(targets, str): targets = [targets]
     if len(prompts) == 0: raise ValueError("empty prompt list: pass at least one prompt")
@@ -137,14 +138,15 @@ def target_logprobs(model:nn.Module, tok, # model and tokenizer
         idx = order[s:s+batch_size]
         seqs = [P[i] + T[i] for i in idx]
         ids, mask = pad_batch(seqs, tok.pad_token_id, padding_side)
-        logp = F.log_softmax(forward(model, ids, mask).logits.float(), -1).cpu()
+        logits = forward(model, ids, mask).logits
         L = ids.shape[1]
-        for j, i in enumerate(idx):
+        for j, i in enumerate(idx):   # log-softmax at the target positions only: [len(T), vocab], not [batch, L, vocab]
             off = L - len(seqs[j]) if padding_side == 'left' else 0
             tpos = torch.arange(len(P[i]), len(P[i]) + len(T[i])) + off
-            lp = logp[j, tpos - 1, torch.tensor(T[i])].double()
+            logp, t = F.log_softmax(logits[j, (tpos - 1).to(logits.device)].float(), -1).cpu(), torch.tensor(T[i])
+            lp = logp[torch.arange(len(t)), t].double()
             out[i] = lp.sum(); toks[i] = lp
-            if token_acc: acc[i] = (logp[j, tpos - 1].argmax(-1) == torch.tensor(T[i])).double().mean()
+            if token_acc: acc[i] = (logp.argmax(-1) == t).double().mean()
     return (out, *([toks] if per_token else []), *([acc] if token_acc else [])) if per_token or token_acc else out
 
 # %% ../nbs/04_evaluate.ipynb #e84609eb

@@ -143,6 +143,20 @@ def test_target_logprobs_batched_equals_single_and_padding_side(family, llama):
             out = target_logprobs(m, tok, PROMPTS, TGTS, batch_size=bs, padding_side=side)
             torch.testing.assert_close(out, ref, atol=1e-4, rtol=1e-5, msg=f"batch {bs} {side}")
 
+def test_target_logprobs_keeps_no_graph_when_the_model_trains(llama):
+    """Scores taken in the middle of training (grad mode on, weights requiring grad) hold no autograd graph: each batch's
+    activations are freed, so scoring many questions does not grow memory batch after batch"""
+    m, tok = llama
+    flags = {n: p.requires_grad for n, p in m.named_parameters()}
+    try:
+        for p in m.parameters(): p.requires_grad_(True)
+        with torch.enable_grad(): out, toks = target_logprobs(m, tok, PROMPTS, TGTS, batch_size=2, per_token=True)
+        assert not out.requires_grad and out.grad_fn is None and all(t.grad_fn is None for t in toks)
+        assert all(p.grad is None for p in m.parameters())
+    finally:
+        for n, p in m.named_parameters(): p.requires_grad_(flags[n])
+    torch.testing.assert_close(out, target_logprobs(m, tok, PROMPTS, TGTS), atol=1e-4, rtol=1e-5)
+
 def test_target_logprobs_single_strings_and_errors(llama):
     m, tok = llama
     assert target_logprobs(m, tok, "Hi", "there").shape == (1,)
