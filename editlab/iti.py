@@ -102,7 +102,7 @@ def probe_directions(X:torch.Tensor, y:torch.Tensor, # [n, L, H, d] training act
 def iti_intervention(X:torch.Tensor, y:torch.Tensor, # [n, L, H, d] training activations and labels
                      ranking:pd.DataFrame, # from `fit_head_probes`
                      k:int=16, # number of heads to shift
-                     alpha:float=15.0, # strength, in units of sigma
+                     alpha:float=15.0, # strength, in units of sigma (the paper's 15, for LLaMA-7B; on SmolLM2-135M cross-validation chose 2.5)
                      model:nn.Module|None=None, # records the fingerprint
                      direction:str='mass_mean', # 'mass_mean' (mean true - mean false) or 'probe' (the probe's weight vector)
                      positions='all', # position rule of the shift ('all', an int p = from position p on, a list; see `position_mask`)
